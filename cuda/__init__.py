@@ -1,0 +1,1 @@
+"""CUDA C sources of the kernels (shipped as package data; no host code here)."""

@@ -1,0 +1,71 @@
+"""Logging: library loggers stay silent (NullHandler) unless the user opts in.
+
+:func:`add_default_handler` prints to the console; :func:`file_handler` is what ``run()`` attaches
+to write ``pykilosort.log`` in the output folder.
+"""
+from __future__ import annotations
+
+import logging
+import platform
+import sys
+
+__all__ = ["add_default_handler", "file_handler", "log_environment", "peak_rss_mib"]
+
+_FORMAT = "%(asctime)s.%(msecs)03d %(levelname)-7s %(name)s: %(message)s"
+_DATEFMT = "%H:%M:%S"
+
+
+def add_default_handler(level="INFO", *, logger_name: str = "pykilosort") -> logging.Handler:
+    """Print pykilosort's log records at ``level`` and above to stderr; returns the handler."""
+    logger = logging.getLogger(logger_name)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(_FORMAT, _DATEFMT))
+    handler.setLevel(level)
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET or logger.level > handler.level:
+        logger.setLevel(handler.level)
+    return handler
+
+
+def file_handler(path, level=logging.DEBUG) -> logging.FileHandler:
+    """A handler writing every record to ``path`` (appending: resumed runs keep their history)."""
+    handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s " + _FORMAT.split(" ", 1)[1], None))
+    handler.setLevel(level)
+    return handler
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return float("nan")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
+
+
+def log_environment(logger: logging.Logger, backend) -> None:
+    """Log versions and the compute device, for reproducibility."""
+    import numba
+    import numpy
+    import scipy
+
+    from . import __version__
+
+    logger.info("pykilosort %s, Python %s on %s", __version__, platform.python_version(),
+                platform.platform())
+    logger.info("numpy %s, scipy %s, numba %s", numpy.__version__, scipy.__version__,
+                numba.__version__)
+    logger.info("device: %s", backend.describe())
+
+
+def progress(iterable, *, desc: str, total: int | None = None, unit: str = "batch"):
+    """A tqdm bar over batches (hidden when stderr is not a terminal, or PYKILOSORT_PROGRESS=0)."""
+    import os
+
+    from tqdm.auto import tqdm
+
+    env = os.environ.get("PYKILOSORT_PROGRESS")
+    disable = None if env is None else env == "0"
+    return tqdm(iterable, desc=desc, total=total, unit=unit, disable=disable, leave=False)

@@ -1,0 +1,195 @@
+"""Kilosort2 preprocessing: good channels, whitening matrix, and the whitened int16 proc file.
+
+The steps follow preprocessDataSub.m, get_good_channels.m, get_whitening_matrix.m,
+whiteningLocal.m and whiteningFromCovariance.m of Kilosort2 v2.0.
+"""
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import scipy.ndimage
+
+from .context import Context
+from .errors import DataQualityError
+from .filtering import filter_coefficients, gpufilter
+from .io import read_batch
+from .logs import progress
+from .utils import atomic_path
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["get_good_channels", "get_whitening_matrix", "whitening_from_covariance",
+           "whitening_local", "round_like_matlab_int16", "good_channels_step", "whitening_step",
+           "preprocess_step"]
+
+_MIN_WINDOW = 30      # my_min(datr, 30, 1): local minimum over +-30 samples
+_WHITEN_EPS = 1e-6    # whiteningFromCovariance's eps
+
+
+def _coefficients(params):
+    return filter_coefficients(fs=params.fs, fshigh=params.fshigh, fslow=params.fslow)
+
+
+def _to_numpy(ctx: Context, a) -> np.ndarray:
+    return ctx.backend.to_numpy(a)
+
+
+def get_good_channels(ctx: Context) -> np.ndarray:
+    """(Nchan,) bool over the connected channels: threshold-crossing rate >= minfr_goodchannels.
+
+    Visits every ceil(Nbatch/100)-th stretch of NT samples (no filter buffers), z-scores each
+    channel, and counts local minima (within +-30 samples) below spkTh away from the edges.
+    """
+    p, d = ctx.params, ctx.derived
+    chan_map = ctx.probe.connected_only().chanMap
+    b, a = _coefficients(p)
+    counts = np.zeros(chan_map.size, np.int64)
+    ttime = 0.0
+    batches = range(0, d.Nbatch, math.ceil(d.Nbatch / 100))
+    for ibatch in progress(batches, desc="good channels"):
+        start = d.tstart + p.NT * ibatch
+        if start >= ctx.raw_data.n_samples:
+            break
+        buff = ctx.raw_data.read(start, min(start + p.NT, ctx.raw_data.n_samples))
+        datr = _to_numpy(ctx, gpufilter(ctx.backend.asarray(buff, order="C"), chan_map=chan_map,
+                                        b=b, a=a, car=p.CAR))
+        counts += _count_crossings(datr, spk_th=p.spkTh, nt0=p.nt0, NT=p.NT)
+        ttime += datr.shape[0] / p.fs
+    rate = counts / ttime
+    igood = rate >= p.minfr_goodchannels
+    logger.info("found %d threshold crossings in %.2f s of data; %d of %d channels are bad",
+                counts.sum(), ttime, (~igood).sum(), igood.size)
+    return igood
+
+
+def _count_crossings(datr: np.ndarray, *, spk_th: float, nt0: int, NT: int) -> np.ndarray:
+    """Per-channel count of isolated negative peaks below spk_th (datr: (n_time, Nchan) float32)."""
+    std = datr.std(axis=0)
+    flat = std == 0
+    z = datr / np.where(flat, 1, std)  # a flat channel has no crossings (MATLAB would make NaNs)
+    mdat = scipy.ndimage.minimum_filter1d(z, size=2 * _MIN_WINDOW + 1, axis=0, mode="constant",
+                                          cval=np.inf)
+    hit = (z < mdat + 1e-3) & (z < spk_th)
+    t1 = np.arange(1, z.shape[0] + 1)  # MATLAB's 1-based sample index within the batch
+    hit &= ((t1 >= nt0) & (t1 <= NT - nt0))[:, None]
+    hit[:, flat] = False
+    return hit.sum(axis=0)
+
+
+def whitening_from_covariance(cc: np.ndarray) -> np.ndarray:
+    """Symmetric (ZCA) whitening of covariance ``cc`` (n, n): E diag(1/sqrt(D + 1e-6)) E^T."""
+    e, dvals, _ = np.linalg.svd(cc)
+    return (e / np.sqrt(dvals + _WHITEN_EPS)) @ e.T
+
+
+def whitening_local(cc: np.ndarray, *, xc: np.ndarray, yc: np.ndarray, n_range: int) -> np.ndarray:
+    """Whitening where channel j is whitened using only its ``n_range`` nearest channels.
+
+    Column j of the result is the first column of the ZCA matrix of those channels' covariance,
+    placed on their rows (whiteningLocal.m). Nearest by squared distance, stable ties.
+    """
+    n = cc.shape[0]
+    wrot = np.zeros((n, n))
+    for j in range(n):
+        ds = (xc - xc[j]) ** 2 + (yc - yc[j]) ** 2
+        ilocal = np.argsort(ds, kind="stable")[:n_range]
+        wrot[ilocal, j] = whitening_from_covariance(cc[np.ix_(ilocal, ilocal)])[:, 0]
+    return wrot
+
+
+def get_whitening_matrix(ctx: Context) -> tuple[np.ndarray, np.ndarray]:
+    """(Wrot, CC): whitening matrix (Nchan, Nchan) times scaleproc, and the covariance used.
+
+    CC sums datr'*datr/NT over every nSkipCov-th preprocessing batch (with buffers). The original
+    divides the sum by ceil((Nbatch-1)/nSkipCov), which is not the number of batches summed (and is
+    0 for a single batch); ``matlab_compat=True`` keeps that, otherwise we divide by the count.
+    """
+    p, d = ctx.params, ctx.derived
+    probe = ctx.probe_good
+    b, a = _coefficients(p)
+    xp = ctx.backend.xp
+    cc = xp.zeros((probe.Nchan, probe.Nchan), xp.float32)
+    batches = range(0, d.Nbatch, p.nSkipCov)
+    for ibatch in progress(batches, desc="whitening"):
+        buff, _ = read_batch(ctx.raw_data, ibatch, NT=p.NT, ntbuff=p.ntbuff, tstart=d.tstart,
+                             hi=ctx.raw_data.n_samples)
+        datr = gpufilter(ctx.backend.asarray(buff, order="C"), chan_map=probe.chanMap, b=b, a=a,
+                         car=p.CAR)
+        cc += (datr.T @ datr) / np.float32(p.NT)
+    cc = _to_numpy(ctx, cc).astype(np.float64)
+    divisor = math.ceil((d.Nbatch - 1) / p.nSkipCov) if p.matlab_compat else len(batches)
+    if divisor == 0:
+        raise DataQualityError("matlab_compat=True reproduces get_whitening_matrix's division by "
+                               "ceil((Nbatch-1)/nSkipCov), which is 0 for a single batch; use "
+                               "matlab_compat=False or a longer recording.")
+    cc /= divisor
+    if not np.all(np.isfinite(cc)):
+        raise DataQualityError("the channel covariance has NaN or inf values: the raw data hold "
+                               "non-finite samples; clean or exclude those channels/segments.")
+    if not p.do_whitening:
+        var = np.diag(cc)
+        return np.diag(p.scaleproc / np.sqrt(np.where(var > 0, var, 1.0))), cc
+    if math.isinf(p.whiteningRange):
+        wrot = whitening_from_covariance(cc)
+    else:
+        n_range = int(min(p.whiteningRange, probe.Nchan))
+        wrot = whitening_local(cc, xc=probe.xc, yc=probe.yc, n_range=n_range)
+    return p.scaleproc * wrot, cc
+
+
+def round_like_matlab_int16(x: np.ndarray) -> np.ndarray:
+    """MATLAB int16(): round half away from zero, saturate at the int16 limits; NaN -> 0."""
+    xp = np if isinstance(x, np.ndarray) else __import__("cupy")
+    t = xp.trunc(x)
+    r = t + xp.sign(x) * (xp.abs(x - t) >= 0.5)
+    r = xp.nan_to_num(r, nan=0.0)
+    return xp.clip(r, -32768, 32767).astype(xp.int16)
+
+
+def write_proc(ctx: Context, wrot: np.ndarray, path) -> int:
+    """Filter, crop, whiten and write every batch; returns the number of batches written.
+
+    The proc file holds Nbatch blocks of NT samples, each block time-fastest (MATLAB fwrite of an
+    NT x Nchan matrix): block k at byte offset k*NT*Nchan*2, as learnAndSolve reads it.
+    """
+    p, d = ctx.params, ctx.derived
+    probe = ctx.probe_good
+    b, a = _coefficients(p)
+    w = ctx.backend.asarray(wrot, dtype=np.float32)
+    with open(path, "wb") as f:
+        for ibatch in progress(range(d.Nbatch), desc="preprocess", total=d.Nbatch):
+            buff, ioffset = read_batch(ctx.raw_data, ibatch, NT=p.NT, ntbuff=p.ntbuff,
+                                       tstart=d.tstart, hi=ctx.raw_data.n_samples)
+            datr = gpufilter(ctx.backend.asarray(buff, order="C"), chan_map=probe.chanMap, b=b,
+                             a=a, car=p.CAR)
+            datr = datr[ioffset: ioffset + p.NT] @ w
+            out = _to_numpy(ctx, round_like_matlab_int16(datr))
+            f.write(np.asfortranarray(out).tobytes(order="F"))
+    return d.Nbatch
+
+
+# ---------------------------------------------------------------------- pipeline steps
+def good_channels_step(ctx: Context) -> dict:
+    n = ctx.probe.connected_only().Nchan
+    igood = get_good_channels(ctx) if ctx.params.minfr_goodchannels > 0 else np.ones(n, bool)
+    if not igood.any():
+        raise DataQualityError(f"no channel reaches minfr_goodchannels={ctx.params.minfr_goodchannels}"
+                               " Hz of threshold crossings: check n_channels, the probe and spkTh, "
+                               "or pass minfr_goodchannels=0 to keep every channel.")
+    return {"igood": igood}
+
+
+def whitening_step(ctx: Context) -> dict:
+    wrot, cc = get_whitening_matrix(ctx)
+    return {"Wrot": wrot, "CC": cc}
+
+
+def preprocess_step(ctx: Context) -> dict:
+    path = ctx.output_path("proc", ".dat")
+    with atomic_path(path) as tmp:  # a killed run leaves no half proc file that looks complete
+        nbatch = write_proc(ctx, np.asarray(ctx.intermediate.Wrot), tmp)
+    probe = ctx.probe_good
+    return {"proc": path, "Nbatch": nbatch, "chanMap": probe.chanMap, "xc": probe.xc,
+            "yc": probe.yc, "kcoords": probe.kcoords}

@@ -1,0 +1,78 @@
+"""Small shared helpers: the Bunch record and atomic file writes."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["Bunch", "atomic_path", "save_npy_atomic", "write_text_atomic", "write_json_atomic"]
+
+
+class Bunch(dict):
+    """A dict with attribute access (the type SpikeInterface's wrapper builds probes with)."""
+
+    def __getattr__(self, key):
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __setattr__(self, key, value):
+        self[key] = value
+
+    def copy(self) -> "Bunch":
+        return Bunch(super().copy())
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``, else delete it.
+
+    Readers therefore see either the old file or the complete new one, never a half-written file
+    (os.replace is atomic on POSIX and Windows within one filesystem).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_npy_atomic(path, array: np.ndarray, *, fortran: bool | None = None) -> None:
+    """Save ``array`` as .npy atomically; ``fortran=True`` stores it column-major like MATLAB."""
+    array = np.asarray(array)
+    if fortran:
+        array = np.asfortranarray(array)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+
+
+def write_text_atomic(path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json_atomic(path, obj) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=1, sort_keys=True, default=_json_default))
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

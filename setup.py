@@ -1,0 +1,41 @@
+"""pykilosort packaging. The CUDA sources in top-level cuda/ ship as the package pykilosort.cuda."""
+import re
+from pathlib import Path
+
+from setuptools import setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "pykilosort/__init__.py").read_text()).group(1)
+
+setup(
+    name="pykilosort",
+    version=VERSION,
+    description="A faithful Python port of the Kilosort2 spike sorter (CUDA via CuPy, or CPU via numba)",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="GPL-2.0-only",
+    python_requires=">=3.10",
+    packages=["pykilosort", "pykilosort.kernels", "pykilosort.probes", "pykilosort.cuda"],
+    package_dir={"pykilosort.cuda": "cuda"},
+    package_data={"pykilosort.cuda": ["*.cu"]},
+    include_package_data=True,
+    install_requires=[
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "numba>=0.59",
+        "tqdm>=4.60",
+        "probeinterface>=0.2.20",
+    ],
+    extras_require={
+        "cuda12": ["cupy-cuda12x>=13"],
+        "cuda13": ["cupy-cuda13x>=14"],
+        "test": ["pytest>=7", "pytest-timeout", "wheel"],
+        "bench": ["spikeinterface>=0.101", "psutil", "matplotlib"],
+    },
+    entry_points={"console_scripts": ["pykilosort = pykilosort.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Bio-Informatics",
+        "Intended Audience :: Science/Research",
+    ],
+)

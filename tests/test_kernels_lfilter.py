@@ -1,0 +1,108 @@
+"""lfilter: numba twin vs scipy, CUDA vs twin, the registry, and nvcc compilation of every kernel."""
+import numpy as np
+import pytest
+import scipy.signal
+
+from pykilosort.errors import DeviceError
+from pykilosort.kernels import lfilter
+from pykilosort.kernels.registry import cuda_files, implementation, nvcc_compile, registered
+
+HIGHPASS = scipy.signal.butter(3, 2 * 150 / 30000, "high")
+BANDPASS = scipy.signal.butter(3, [2 * 300 / 30000, 2 * 6000 / 30000], "bandpass")
+SHAPES = [(1, 1), (2, 3), (17, 1), (1000, 7), (4097, 33), (333, 129)]
+
+
+def _reference(x, b, a, reverse):
+    """scipy.signal.lfilter in float32 with float32 coefficients, per column."""
+    b32, a32 = (np.asarray(c, np.float32) / np.float32(a[0]) for c in (b, a))
+    if reverse:
+        return scipy.signal.lfilter(b32, a32, x[::-1], axis=0)[::-1]
+    return scipy.signal.lfilter(b32, a32, x, axis=0)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("coeffs", [HIGHPASS, BANDPASS], ids=["highpass3", "bandpass6"])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_twin_matches_scipy_float32(rng, shape, coeffs, reverse, order):
+    x = np.asarray(rng.standard_normal(shape) * 300, np.float32, order=order)
+    y = lfilter(x, *coeffs, reverse=reverse)
+    ref = _reference(x, *coeffs, reverse)
+    assert y.dtype == np.float32 and y.shape == shape
+    # same recurrence in the same precision: equal up to a few float32 ulps of the signal scale
+    np.testing.assert_allclose(y, ref, rtol=0, atol=2e-6 * np.abs(ref).max() + 1e-30)
+
+
+def test_in_place_and_out(rng):
+    x = np.asfortranarray(rng.standard_normal((500, 4)).astype(np.float32))
+    expected = _reference(x, *HIGHPASS, False)
+    out = np.empty_like(x)
+    assert lfilter(x, *HIGHPASS, out=out) is out
+    lfilter(x, *HIGHPASS, out=x)
+    np.testing.assert_allclose(x, expected, atol=1e-4)
+    np.testing.assert_array_equal(x, out)
+
+
+def test_forward_backward_equals_flip_filter_flip(rng):
+    x = rng.standard_normal((800, 3)).astype(np.float32)
+    y = lfilter(lfilter(x, *HIGHPASS), *HIGHPASS, reverse=True)
+    b32, a32 = (c.astype(np.float32) for c in HIGHPASS)
+    ref = scipy.signal.lfilter(b32, a32, scipy.signal.lfilter(b32, a32, x, axis=0)[::-1], axis=0)[::-1]
+    np.testing.assert_allclose(y, ref, atol=2e-6 * np.abs(ref).max())
+
+
+def test_unnormalised_and_fir_coefficients(rng):
+    x = rng.standard_normal((300, 2)).astype(np.float32)
+    np.testing.assert_allclose(lfilter(x, [2.0, 1.0], [2.0, -0.5]),
+                               _reference(x, [2.0, 1.0], [2.0, -0.5], False), atol=1e-5)
+    np.testing.assert_allclose(lfilter(x, [0.25, 0.5, 0.25], [1.0]),
+                               _reference(x, [0.25, 0.5, 0.25], [1.0], False), atol=1e-6)
+
+
+def test_bad_inputs():
+    with pytest.raises(TypeError, match="float32"):
+        lfilter(np.zeros((10, 2)), *HIGHPASS)
+    with pytest.raises(ValueError, match="2-D"):
+        lfilter(np.zeros(10, np.float32), *HIGHPASS)
+    with pytest.raises(ValueError, match="a\\[0\\] must be non-zero"):
+        lfilter(np.zeros((10, 2), np.float32), [1.0], [0.0, 1.0])
+
+
+def test_registry_has_both_implementations():
+    assert registered()["lfilter"] == ("cpu", "cuda")
+    with pytest.raises(DeviceError, match="no cuda implementation"):
+        implementation("no_such_kernel", "cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_cuda_matches_twin(rng, shape, reverse, order):
+    import cupy
+
+    x = np.asarray(rng.standard_normal(shape) * 300, np.float32, order=order)
+    y_gpu = lfilter(cupy.asarray(x, order=order), *BANDPASS, reverse=reverse).get()
+    y_cpu = lfilter(x, *BANDPASS, reverse=reverse)
+    # nvcc contracts a*b+c into FMAs: a few ulps apart from the twin
+    np.testing.assert_allclose(y_gpu, y_cpu, rtol=0, atol=1e-5 * np.abs(y_cpu).max() + 1e-30)
+
+
+@pytest.mark.nvcc
+@pytest.mark.parametrize("path", cuda_files(), ids=lambda p: p.name)
+def test_kernel_compiles_with_nvcc(path):
+    ok, log = nvcc_compile(path)
+    assert ok, f"{path.name} does not compile:\n{log}"
+
+
+@pytest.mark.nvcc
+def test_nvcc_check_catches_a_broken_kernel(tmp_path):
+    bad = tmp_path / "bad.cu"
+    bad.write_text('extern "C" __global__ void k(float* x) { x[0] = undefined_name; }\n')
+    ok, log = nvcc_compile(bad)
+    assert not ok and "undefined_name" in log
+
+
+def test_every_kernel_file_found():
+    names = {p.name for p in cuda_files()}
+    assert "lfilter.cu" in names

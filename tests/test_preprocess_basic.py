@@ -1,0 +1,139 @@
+"""Preprocessing against slow, obvious re-implementations of the MATLAB functions."""
+import math
+
+import numpy as np
+import pytest
+import scipy.signal
+
+from pykilosort import run
+from pykilosort.errors import DataQualityError
+from pykilosort.filtering import filter_coefficients, gpufilter
+from pykilosort.io import read_batch
+from pykilosort.preprocess import (round_like_matlab_int16, whitening_from_covariance,
+                                   whitening_local)
+
+from conftest import linear_probe, write_noise_with_spikes
+
+FAST = dict(NT=8192, nSkipCov=2, device="cpu")
+
+
+def _gpufilter_reference(buff, chan_map, b, a, car):
+    """gpufilter.m line by line: single(), mean, median, filter, flipud, filter, flipud."""
+    x = buff[:, chan_map].astype(np.float32)
+    x = x - x.mean(axis=0, dtype=np.float32)
+    if car:
+        x = x - np.median(x, axis=1, keepdims=True).astype(np.float32)
+    b32, a32 = np.float32(b), np.float32(a)
+    y = scipy.signal.lfilter(b32, a32, x, axis=0)
+    return scipy.signal.lfilter(b32, a32, y[::-1], axis=0)[::-1]
+
+
+@pytest.mark.parametrize("car", [True, False])
+@pytest.mark.parametrize("fslow", [None, 6000.0])
+def test_gpufilter_matches_line_by_line_reference(rng, car, fslow):
+    buff = rng.integers(-2000, 2000, (3000, 11)).astype(np.int16)
+    chan_map = np.array([3, 0, 7, 8, 1, 10])
+    b, a = filter_coefficients(fs=30000.0, fshigh=150.0, fslow=fslow)
+    got = gpufilter(buff, chan_map=chan_map, b=b, a=a, car=car)
+    ref = _gpufilter_reference(buff, chan_map, b, a, car)
+    assert got.flags.f_contiguous and got.dtype == np.float32
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+
+
+def test_round_like_matlab_int16():
+    x = np.array([0.5, -0.5, 1.5, 2.5, -2.5, 0.49999997, -0.49999997, 40000.2, -40000.0, np.nan,
+                  32766.5, -32767.5, 3.4999998], np.float32)
+    expected = [1, -1, 2, 3, -3, 0, 0, 32767, -32768, 0, 32767, -32768, 3]
+    np.testing.assert_array_equal(round_like_matlab_int16(x), np.array(expected, np.int16))
+
+
+def test_whitening_from_covariance_whitens(rng):
+    a = rng.standard_normal((6, 6))
+    cc = a @ a.T + 6 * np.eye(6)
+    w = whitening_from_covariance(cc)
+    np.testing.assert_allclose(w, w.T, atol=1e-12)
+    np.testing.assert_allclose(w @ cc @ w, np.eye(6), atol=1e-6)  # eps=1e-6 in the original
+
+
+def test_whitening_local_with_all_channels_equals_full(rng):
+    a = rng.standard_normal((5, 5))
+    cc = a @ a.T + np.eye(5)
+    xc, yc = np.zeros(5), np.arange(5) * 20.0
+    full = whitening_from_covariance(cc)
+    local = whitening_local(cc, xc=xc, yc=yc, n_range=5)
+    np.testing.assert_allclose(local, full, atol=1e-10)
+    narrow = whitening_local(cc, xc=xc, yc=yc, n_range=2)
+    assert np.count_nonzero(narrow[:, 0]) == 2 and narrow[2:, 0].tolist() == [0, 0, 0]
+
+
+@pytest.fixture
+def rec(tmp_path):
+    path = write_noise_with_spikes(tmp_path / "rec.bin", n_samples=52000, n_channels=8, n_spikes=3000)
+    x = np.fromfile(path, np.int16).reshape(-1, 8)
+    x[:, 5] = 0  # a dead channel
+    x.tofile(path)
+    return path
+
+
+def test_dead_channel_is_not_good_and_active_ones_are(rec):
+    ctx = run(rec, probe=linear_probe(8), stop_after="good_channels", **FAST)
+    assert ctx.intermediate.igood.tolist() == [True] * 5 + [False] + [True] * 2
+
+
+def test_minfr_zero_keeps_every_channel(rec):
+    ctx = run(rec, probe=linear_probe(8), stop_after="good_channels", minfr_goodchannels=0, **FAST)
+    assert ctx.intermediate.igood.all()
+
+
+def test_proc_file_is_filter_crop_whiten_round_in_matlab_layout(rec):
+    ctx = run(rec, probe=linear_probe(8), **FAST)
+    p, d = ctx.params, ctx.derived
+    nchan = int(ctx.intermediate.igood.sum())
+    proc = np.fromfile(ctx.intermediate.proc, np.int16)
+    assert proc.size == d.Nbatch * p.NT * nchan
+    b, a = filter_coefficients(fs=p.fs, fshigh=p.fshigh)
+    wrot = np.asarray(ctx.intermediate.Wrot, np.float32)
+    for ib in (0, 3, d.Nbatch - 1):  # first (no front buffer), middle, last (padded)
+        buff, ioff = read_batch(ctx.raw_data, ib, NT=p.NT, ntbuff=p.ntbuff, tstart=0,
+                                hi=ctx.raw_data.n_samples)
+        datr = _gpufilter_reference(buff, ctx.intermediate.chanMap, b, a, True)[ioff: ioff + p.NT]
+        expected = round_like_matlab_int16((datr @ wrot).astype(np.float32))
+        block = proc[ib * p.NT * nchan: (ib + 1) * p.NT * nchan].reshape(p.NT, nchan, order="F")
+        assert np.abs(block.astype(int) - expected).max() <= 1  # float32 summation order only
+
+
+def test_whitened_noise_is_decorrelated(tmp_path, rng):
+    n, c = 60000, 8
+    mix = np.eye(c) + 0.6 * np.eye(c, k=1) + 0.6 * np.eye(c, k=-1)
+    (rng.standard_normal((n, c)) @ mix * 30).astype(np.int16).tofile(tmp_path / "c.bin")
+    ctx = run(tmp_path / "c.bin", probe=linear_probe(c), minfr_goodchannels=0, **FAST)
+    proc = np.fromfile(ctx.intermediate.proc, np.int16).reshape(-1, c, ctx.params.NT)
+    x = proc[1].astype(float)
+    corr = np.corrcoef(x)
+    assert np.abs(corr[~np.eye(c, dtype=bool)]).max() < 0.1  # raw neighbours correlate at ~0.5
+    assert np.allclose(x.std(axis=1), 200, rtol=0.1)  # unit variance x scaleproc
+
+
+def test_matlab_compat_covariance_divisor(tmp_path, rng):
+    """The original divides by ceil((Nbatch-1)/nSkipCov), not the number of batches summed."""
+    path = tmp_path / "r.bin"
+    NT, ntbuff = 8192, 64
+    n = 7 * (NT - ntbuff) - 100  # Nbatch = 7; nSkipCov=2 sums batches 0,2,4,6 (4) but divides by 3
+    (rng.standard_normal((n, 4)) * 50).astype(np.int16).tofile(path)
+    kw = dict(probe=linear_probe(4), minfr_goodchannels=0, stop_after="whitening", **FAST)
+    fixed = run(path, **kw)
+    compat = run(path, matlab_compat=True, **kw)
+    assert fixed.derived.Nbatch == 7
+    np.testing.assert_allclose(compat.intermediate.CC, fixed.intermediate.CC * 4 / 3, rtol=1e-6)
+    np.testing.assert_allclose(compat.intermediate.Wrot, fixed.intermediate.Wrot * math.sqrt(3 / 4),
+                               rtol=1e-4)
+
+
+def test_matlab_compat_single_batch_is_a_clear_error(tmp_path, rng):
+    path = tmp_path / "short.bin"
+    (rng.standard_normal((5000, 4)) * 50).astype(np.int16).tofile(path)
+    with pytest.raises(DataQualityError, match=r"ceil\(\(Nbatch-1\)/nSkipCov\).*0 for a single batch"):
+        run(path, probe=linear_probe(4), minfr_goodchannels=0, matlab_compat=True, **FAST)
+    # the default (fixed) divide handles a recording shorter than one batch
+    ctx = run(path, probe=linear_probe(4), minfr_goodchannels=0, **FAST)
+    assert ctx.intermediate.Nbatch == 1 and np.isfinite(ctx.intermediate.Wrot).all()
