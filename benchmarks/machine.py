@@ -1,0 +1,29 @@
+"""Describe the machine a benchmark ran on (recorded with every result)."""
+import os
+import platform
+
+
+def describe() -> dict:
+    info = {"python": platform.python_version(), "platform": platform.platform(),
+            "cpu_count": os.cpu_count(), "processor": platform.processor()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [l.split(":", 1)[1].strip() for l in f if l.startswith("model name")]
+        info["cpu_model"] = names[0] if names else ""
+        with open("/proc/meminfo") as f:
+            info["mem_total_gib"] = round(int(f.readline().split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    try:
+        import numba
+
+        info["numba_threads"] = numba.get_num_threads()
+    except ImportError:
+        pass
+    try:
+        from pykilosort.backend import cuda_available, get_backend
+
+        info["gpu"] = get_backend("cuda").describe() if cuda_available() else None
+    except Exception as exc:  # noqa: BLE001 - a description must not fail the benchmark
+        info["gpu"] = f"unknown ({exc})"
+    return info
