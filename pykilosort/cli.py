@@ -41,10 +41,10 @@ def _cmd_run(args) -> int:
 
 def _cmd_demo(args) -> int:
     from .main import run
-    from .synthetic import make_synthetic_recording
+    from .synthetic import load_or_make_synthetic_recording
 
     out = Path(args.output)
-    rec = make_synthetic_recording(out / "synthetic.bin", n_channels=args.channels,
+    rec = load_or_make_synthetic_recording(out / "synthetic.bin", n_channels=args.channels,
                                    n_units=args.units, duration_s=args.duration, seed=args.seed)
     print(f"synthetic recording: {rec.bin_path} ({args.channels} channels, {args.units} units, "
           f"{args.duration:g} s)")

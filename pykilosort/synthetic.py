@@ -635,3 +635,25 @@ def _recording(*, path, probe, fs, n_samples, times, clusters, units, trough, no
         unit_positions=np.stack([units.x, units.y], axis=1), peak_channels=gains.argmax(axis=1),
         snr=snr, amplitudes=units.amp, firing_rates=units.rate, trough_index=int(trough),
         params=params, **drift_tab)
+
+
+def load_or_make_synthetic_recording(path, **kwargs) -> SyntheticRecording:
+    """The recording at ``path`` if it was made with these arguments and is intact, else a new one.
+
+    Regenerating an identical file would change its modification time, and with it the raw-data
+    key of any run on it: reusing it lets a repeated demo resume instead of recomputing.
+    """
+    import inspect
+
+    signature = inspect.signature(make_synthetic_recording).parameters.values()
+    wanted = {p.name: p.default for p in signature if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    wanted.update(kwargs)
+    wanted = {k: _jsonable(v) for k, v in wanted.items() if k != "chunk_s"}
+    try:
+        rec = SyntheticRecording.load(path)
+        intact = rec.bin_path.stat().st_size == rec.n_samples * rec.probe.NchanTOT * 2
+    except (OSError, ValueError, KeyError):
+        rec, intact = None, False
+    if rec is not None and intact and rec.params == wanted:
+        return rec
+    return make_synthetic_recording(path, **kwargs)

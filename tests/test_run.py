@@ -127,3 +127,16 @@ def test_cli_info_lists_kernels():
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "lfilter.cu" in proc.stdout and "device (auto)" in proc.stdout
+
+
+def test_cli_demo_generates_and_sorts(tmp_path, capsys):
+    out = tmp_path / "demo"
+    args = ["demo", "--output", str(out), "--channels", "16", "--units", "5", "--duration", "3",
+            "--nt", "8192", "--device", "cpu"]
+    assert cli_main(args) == 0
+    assert "ran: good_channels, whitening, preprocess" in capsys.readouterr().out
+    assert (out / "synthetic.bin").stat().st_size == 3 * 30000 * 16 * 2
+    assert (out / "synthetic_gt.npz").is_file() and (out / "output" / "pykilosort.log").is_file()
+    assert (out / ".kilosort" / "synthetic" / "proc.dat").is_file()
+    assert cli_main(args) == 0  # a second demo run resumes: nothing to recompute
+    assert "ran: nothing, all up to date" in capsys.readouterr().out

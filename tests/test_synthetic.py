@@ -240,3 +240,26 @@ def test_bad_arguments_raise_value_error_naming_them(tmp_path, kwargs, name):
     with pytest.raises(ValueError, match=name):
         make_synthetic_recording(tmp_path / "bad.bin", **kwargs)
     assert not (tmp_path / "bad.bin").exists()
+
+
+def test_load_or_make_reuses_only_an_identical_intact_recording(tmp_path):
+    import os
+
+    from pykilosort.synthetic import load_or_make_synthetic_recording
+
+    path = tmp_path / "r.bin"
+    kw = dict(n_channels=8, n_units=2, duration_s=0.5, seed=3)
+    first = load_or_make_synthetic_recording(path, **kw)
+    os.utime(path, ns=(1, 1))  # mark the file: a regeneration would reset its mtime
+    again = load_or_make_synthetic_recording(path, **kw)
+    assert path.stat().st_mtime_ns == 1 and np.array_equal(again.spike_times, first.spike_times)
+    load_or_make_synthetic_recording(path, **{**kw, "seed": 4})  # other arguments: regenerated
+    assert path.stat().st_mtime_ns != 1
+    os.utime(path, ns=(1, 1))
+    load_or_make_synthetic_recording(path, **{**kw, "seed": 4}, noise_std=12.0)  # a default changed
+    assert path.stat().st_mtime_ns != 1
+    with open(path, "r+b") as f:  # truncated file: regenerated
+        f.truncate(100)
+    os.utime(path, ns=(1, 1))
+    rec = load_or_make_synthetic_recording(path, **kw)
+    assert path.stat().st_size == rec.n_samples * 8 * 2
