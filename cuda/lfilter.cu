@@ -2,7 +2,7 @@
 //
 // Direct form II transposed, the same recurrence as MATLAB filter() and scipy.signal.lfilter:
 //   y[t]   = z[0] + b[0] x[t]
-//   z[k]   = z[k+1] + b[k+1] x[t] - a[k+1] y[t]     (k = 0 .. order-2)
+//   z[k]   = z[k+1] - a[k+1] y[t] + b[k+1] x[t]     (k = 0 .. order-2, Octave's order)
 //   z[o-1] = b[o] x[t] - a[o] y[t]
 // with a[0] == 1 (coefficients are normalised on the host). One thread filters one channel; the
 // strides (in elements) let the same kernel read channel-fastest data (coalesced across threads)
@@ -34,7 +34,7 @@ extern "C" __global__ void lfilter_f32(const float* __restrict__ x, float* y,
         const float xi = xc[t * x_stride_t];
         const float yi = z[0] + bb[0] * xi;
         for (int k = 0; k < order - 1; k++)
-            z[k] = z[k + 1] + bb[k + 1] * xi - aa[k + 1] * yi;
+            z[k] = z[k + 1] - aa[k + 1] * yi + bb[k + 1] * xi;
         if (order > 0) z[order - 1] = bb[order] * xi - aa[order] * yi;
         yc[t * y_stride_t] = yi;
     }

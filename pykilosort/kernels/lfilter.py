@@ -1,7 +1,9 @@
 """lfilter: an IIR filter along time for many channels at once, float32 (CUDA kernel + numba twin).
 
 This is the filtering inside MATLAB gpufilter(): ``filter(b, a, x)`` along the time axis of a
-(n_time, n_chan) array, forward or on the time-reversed signal.
+(n_time, n_chan) array, forward or on the time-reversed signal. The direct-form-II-transposed
+recurrence is evaluated in the order GNU Octave's filter() uses (z[k+1] - a*y + b*x): float32
+rounding then matches the original run under Octave bit for bit (matlab_reference tests).
 """
 from __future__ import annotations
 
@@ -69,7 +71,7 @@ def _lfilter_twin(x, b, a, reverse, y):
             xi = x[t, c]
             yi = z[0] + b[0] * xi
             for k in range(order - 1):
-                z[k] = z[k + 1] + b[k + 1] * xi - a[k + 1] * yi
+                z[k] = z[k + 1] - a[k + 1] * yi + b[k + 1] * xi
             if order > 0:
                 z[order - 1] = b[order] * xi - a[order] * yi
             y[t, c] = yi

@@ -1,0 +1,75 @@
+function ks2_reference(ks_path, input_dir, out_dir)
+% Run the original Kilosort2 (MouseLand/Kilosort tag v2.0) preprocessing functions under GNU Octave
+% on our synthetic recordings and save what they return, for pykilosort's reference tests.
+%   octave --no-gui --eval "ks2_reference('/path/to/Kilosort-v2.0', 'inputs', 'data')"
+% ks_path: a checkout of Kilosort2 v2.0 (never committed here). Outputs: <out_dir>/ks2_*.mat (-v7).
+here = fileparts(mfilename('fullpath'));
+addpath(fullfile(here, 'shims'));
+addpath(fullfile(ks_path, 'preProcess'), fullfile(ks_path, 'mainLoop'), fullfile(ks_path, 'utils'));
+pkg load signal
+if ~exist(out_dir, 'dir'), mkdir(out_dir); end
+work = tempname(); mkdir(work);
+
+for name = {'rec32', 'rec64'}
+    name = name{1};
+    ops = default_ops(input_dir, work, name);
+    % gpufilter on the first samples of the file (a batch without buffers)
+    [chanMap, xc, yc] = loadChanMap(ops.chanMap);
+    nsamp = 8192; if strcmp(name, 'rec64'), nsamp = 4096; end
+    fid = fopen(ops.fbinary, 'r'); buff = fread(fid, [ops.NchanTOT nsamp], '*int16'); fclose(fid);
+    datr = gpufilter(buff, ops, chanMap);
+    save('-v7', fullfile(out_dir, ['ks2_gpufilter_' name '.mat']), 'datr', 'chanMap', 'nsamp');
+    % the whole preprocessing at the default batch size: igood, Wrot
+    rez = preprocessDataSub(ops);
+    igood = rez.ops.igood; Wrot = rez.Wrot; Nbatch = rez.ops.Nbatch; chanMap = rez.ops.chanMap;
+    xc = rez.xc; yc = rez.yc; NT = ops.NT;
+    save('-v7', fullfile(out_dir, ['ks2_preprocess_' name '.mat']), 'igood', 'Wrot', 'Nbatch', ...
+         'chanMap', 'xc', 'yc', 'NT');
+    % nearest channels and their Gaussian mask, as learnAndSolve8b calls it
+    NchanNear = min(rez.ops.Nchan, 32);
+    [iC, mask, C2C] = getClosestChannels(rez, ops.sigmaMask, NchanNear);
+    save('-v7', fullfile(out_dir, ['ks2_closest_' name '.mat']), 'iC', 'mask', 'C2C', 'NchanNear');
+end
+
+% small batches on rec32: many batches (covariance divisor quirk, first/middle/last batch geometry)
+ops = default_ops(input_dir, work, 'rec32');
+ops.NT = 8192 + ops.ntbuff; ops.nSkipCov = 4;
+rez = preprocessDataSub(ops);
+keep = [1 2 19 rez.ops.Nbatch-1 rez.ops.Nbatch];
+Nchan = rez.ops.Nchan; NT = ops.NT; nSkipCov = ops.nSkipCov;
+fid = fopen(ops.fproc, 'r');
+proc = zeros(NT, Nchan, numel(keep), 'int16');
+for k = 1:numel(keep)
+    fseek(fid, 2 * NT * Nchan * (keep(k) - 1), 'bof');
+    proc(:, :, k) = fread(fid, [NT Nchan], '*int16');
+end
+fclose(fid);
+igood = rez.ops.igood; Wrot = rez.Wrot; Nbatch = rez.ops.Nbatch; chanMap = rez.ops.chanMap;
+xc = rez.xc; yc = rez.yc;
+save('-v7', fullfile(out_dir, 'ks2_proc_small_rec32.mat'), 'proc', 'keep', 'igood', 'Wrot', ...
+     'Nbatch', 'chanMap', 'xc', 'yc', 'NT', 'nSkipCov');
+
+% isolated_peaks_new on a whitened batch, as extractPCfromSnippets feeds it
+S1 = single(proc(:, :, 2)) / ops.scaleproc;
+[row, col, mu] = isolated_peaks_new(S1, rez.ops);
+save('-v7', fullfile(out_dir, 'ks2_isolated_peaks_rec32.mat'), 'row', 'col', 'mu');
+
+% kriging upsampling kernels of mexSVDsmall2 (nup 10, sig 1 as in learnAndSolve8b)
+[Ka, Kb] = getKernels(rez.ops, 10, 1);
+save('-v7', fullfile(out_dir, 'ks2_kernels.mat'), 'Ka', 'Kb');
+fprintf('ks2_reference: done (%s)\n', version());
+end
+
+function ops = default_ops(input_dir, work, name)
+% configFile384.m (v2.0) values, plus the file names of this recording
+ops.fbinary = fullfile(input_dir, [name '.bin']);
+ops.fproc = fullfile(work, [name '_proc.dat']);
+ops.chanMap = fullfile(input_dir, [name '_chanMap.mat']);
+cm = load(ops.chanMap);
+ops.NchanTOT = double(cm.NchanTOT);
+ops.fs = 30000; ops.fshigh = 150; ops.minfr_goodchannels = 0.1; ops.Th = [10 4]; ops.lam = 10;
+ops.AUCsplit = 0.9; ops.minFR = 1/50; ops.momentum = [20 400]; ops.sigmaMask = 30; ops.ThPre = 8;
+ops.spkTh = -6; ops.reorder = 1; ops.nskip = 25; ops.GPU = 1; ops.nfilt_factor = 4;
+ops.ntbuff = 64; ops.NT = 64*1024 + ops.ntbuff; ops.whiteningRange = 32; ops.nSkipCov = 25;
+ops.scaleproc = 200; ops.nPCs = 3; ops.useRAM = 0; ops.trange = [0 Inf];
+end

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Regenerate every reference: inputs from our generator, then the original code under Octave.
+#   matlab_reference/run_all.sh KILOSORT_V2_0_CHECKOUT KILOSORT_V2_5_2_CHECKOUT [WORK_DIR]
+# Needs: octave, octave-signal (Debian packages), and pykilosort importable by python3.
+set -euo pipefail
+ks20=$(realpath "$1"); ks25=$(realpath "$2"); work=${3:-$(mktemp -d)}
+here=$(cd "$(dirname "$0")" && pwd)
+python3 "$here/recipe.py" "$work/inputs" > /dev/null
+cp "$work/inputs/inputs.json" "$here/data/inputs.json"
+octave --no-gui --quiet --eval "addpath('$here'); ks2_reference('$ks20', '$work/inputs', '$here/data')"
+octave --no-gui --quiet --eval "addpath('$here'); ks25_reference('$ks25', '$work/inputs', '$here/data')"
+octave --version | head -1 > "$here/data/octave_version.txt"
+echo "references written to $here/data"

@@ -1,0 +1,3 @@
+function x = gather(x)
+% Octave stand-in for MATLAB's gather: arrays are already on the CPU.
+end
