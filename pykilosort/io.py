@@ -17,7 +17,8 @@ from .errors import RawDataError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RawData", "read_spikeglx_meta", "find_meta", "channel_counts_fitting", "read_batch"]
+__all__ = ["RawData", "read_spikeglx_meta", "find_meta", "channel_counts_fitting", "read_batch",
+           "read_batch_ks25"]
 
 _COMMON_COUNTS = (16, 32, 64, 128, 256, 384, 385, 768, 769)
 
@@ -161,20 +162,34 @@ class RawData:
         return out
 
 
-def read_batch(raw: RawData, ibatch: int, *, NT: int, ntbuff: int, tstart: int, hi: int,
-               ) -> tuple[np.ndarray, int]:
-    """One Kilosort2 preprocessing batch with its filter buffers (0-based ``ibatch``).
+def read_batch(raw: RawData, ibatch: int, *, NT: int, ntbuff: int, NTbuff: int, tstart: int,
+               hi: int) -> tuple[np.ndarray, int]:
+    """One Kilosort2 batch with its filter buffers (0-based ``ibatch``), as get_whitening_matrix.m
+    and the v2.0 preprocessDataSub.m read it.
 
-    As in preprocessDataSub.m: batches advance by NT - ntbuff samples; each read starts 2*ntbuff
-    before its batch and is NTbuff = NT + 4*ntbuff long, padded past ``hi`` with the last sample.
-    The first read cannot start before sample 0, so it has no front buffer.
+    Batches advance by NT - ntbuff samples; each read starts 2*ntbuff before its batch and is
+    NTbuff long (NT + 4*ntbuff in KS2, NT + 3*ntbuff in KS2.5), padded past ``hi`` with the last
+    sample. The first read cannot start before sample 0, so it has no front buffer.
 
     Returns:
         buff: (NTbuff, n_channels) raw samples.
         ioffset: index in ``buff`` of the batch's first sample (0 for the first batch, else ntbuff).
     """
-    ntbuff_total = NT + 4 * ntbuff
     offset = max(0, tstart + (NT - ntbuff) * ibatch - 2 * ntbuff)
     ioffset = 0 if offset == 0 else ntbuff
-    return raw.read_padded(offset, offset + ntbuff_total, hi=hi), ioffset
+    return raw.read_padded(offset, offset + NTbuff, hi=hi), ioffset
 
+
+def read_batch_ks25(raw: RawData, ibatch: int, *, NT: int, ntbuff: int, NTbuff: int, tstart: int,
+                    hi: int) -> np.ndarray:
+    """One Kilosort 2.5 batch (v2.5 preprocessDataSub.m): NT samples with ntbuff before and
+    2*ntbuff after (NTbuff = NT + 3*ntbuff), batches advancing by NT. The first batch, which
+    cannot look before sample 0, is front-padded with ntbuff copies of its first sample.
+
+    Returns (NTbuff, n_channels); the batch itself is rows ntbuff .. ntbuff + NT.
+    """
+    offset = max(0, tstart + NT * ibatch - ntbuff)
+    buff = raw.read_padded(offset, offset + NTbuff, hi=hi)
+    if offset == 0:
+        buff = np.concatenate([np.repeat(buff[:1], ntbuff, axis=0), buff[: NTbuff - ntbuff]])
+    return buff

@@ -103,8 +103,9 @@ _TABLE = [
     _P("matlab_compat", "bool", False, ("good_channels", "whitening", "preprocess", "learn"),
        "reproduce the original's known bugs exactly (README: 'Legacy quirks')"),
     # --- KS2.5 drift correction ---------------------------------------------------------------
-    _P("drift_correction", "bool", False, ("datashift",),
-       "KS2.5 datashift drift correction instead of KS2 batch reordering",
+    _P("drift_correction", "bool", False, ("good_channels", "whitening", "preprocess", "datashift"),
+       "Kilosort 2.5: its preprocessing (all channels kept, cross-faded batches) and datashift drift "
+       "correction instead of KS2 batch reordering",
        aliases=("perform_drift_registration",)),
     _P("nblocks", "int", 5, ("datashift",), "KS2.5: 0 none, 1 rigid, >1 non-rigid blocks", low=0,
        high=64),
@@ -372,9 +373,10 @@ class Derived:
 
     tstart: int      # first sample sorted: ceil(trange[0] * fs)
     tend: int        # one past the last: min(n_samples, ceil(trange[1] * fs))
-    NTbuff: int      # NT + 4*ntbuff: batch plus filter buffers on both sides
+    NTbuff: int      # batch plus filter buffers: NT + 4*ntbuff (KS2), NT + 3*ntbuff (KS2.5)
     nt0min: int      # template trough sample, ceil(20*nt0/61) by default
-    Nbatch: int      # ceil((tend - tstart) / (NT - ntbuff))
+    Nbatch: int      # ceil((tend - tstart) / (NT - ntbuff)) in KS2, ceil(... / NT) in KS2.5
+    ks25: bool       # Kilosort 2.5 batch geometry (drift_correction=True)
 
     @property
     def samps_to_read(self) -> int:
@@ -391,9 +393,10 @@ def derive(params: Params, *, n_samples: int) -> Derived:
         raise ParameterError(f"trange={list(params.trange)} s selects no data: the recording has "
                              f"{n_samples} samples ({n_samples / fs:.3f} s).")
     nt0min = params.nt0min if params.nt0min is not None else math.ceil(20 * params.nt0 / 61)
-    nbatch = math.ceil((tend - tstart) / (params.NT - params.ntbuff))
-    return Derived(tstart=tstart, tend=tend, NTbuff=params.NT + 4 * params.ntbuff, nt0min=nt0min,
-                   Nbatch=nbatch)
+    ks25 = bool(params.drift_correction)
+    step = params.NT if ks25 else params.NT - params.ntbuff
+    return Derived(tstart=tstart, tend=tend, nt0min=nt0min, Nbatch=math.ceil((tend - tstart) / step),
+                   NTbuff=params.NT + (3 if ks25 else 4) * params.ntbuff, ks25=ks25)
 
 
 def params_markdown_table() -> str:

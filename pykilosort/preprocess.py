@@ -14,7 +14,7 @@ import scipy.ndimage
 from .context import Context
 from .errors import DataQualityError
 from .filtering import filter_coefficients, gpufilter
-from .io import read_batch
+from .io import read_batch, read_batch_ks25
 from .logs import progress
 from .utils import atomic_path
 
@@ -36,6 +36,23 @@ def _to_numpy(ctx: Context, a) -> np.ndarray:
     return ctx.backend.to_numpy(a)
 
 
+def _check_finite(buff: np.ndarray, start: int) -> None:
+    """Float recordings may hold NaN/inf, which would spread through the filter silently."""
+    if buff.dtype.kind == "f" and not np.isfinite(buff).all():
+        bad_t, bad_c = np.nonzero(~np.isfinite(buff))
+        raise DataQualityError(
+            f"the raw data hold non-finite samples (NaN or inf), e.g. at sample {start + bad_t[0]} "
+            f"on channel row {bad_c[0]} ({np.unique(bad_c).size} channel(s) affected): replace them "
+            "(e.g. with zeros) or exclude those channels from the probe.")
+
+
+def _filter(ctx: Context, buff: np.ndarray, start: int, chan_map, b, a):
+    """gpufilter of raw samples ``buff`` (n, NchanTOT) read from sample ``start``, on ctx's device."""
+    _check_finite(buff, start)
+    return gpufilter(ctx.backend.asarray(buff, order="C"), chan_map=chan_map, b=b, a=a,
+                     car=ctx.params.CAR)
+
+
 def get_good_channels(ctx: Context) -> np.ndarray:
     """(Nchan,) bool over the connected channels: threshold-crossing rate >= minfr_goodchannels.
 
@@ -53,8 +70,7 @@ def get_good_channels(ctx: Context) -> np.ndarray:
         if start >= ctx.raw_data.n_samples:
             break
         buff = ctx.raw_data.read(start, min(start + p.NT, ctx.raw_data.n_samples))
-        datr = _to_numpy(ctx, gpufilter(ctx.backend.asarray(buff, order="C"), chan_map=chan_map,
-                                        b=b, a=a, car=p.CAR))
+        datr = _to_numpy(ctx, _filter(ctx, buff, start, chan_map, b, a))
         counts += _count_crossings(datr, spk_th=p.spkTh, nt0=p.nt0, NT=p.NT)
         ttime += datr.shape[0] / p.fs
     rate = counts / ttime
@@ -113,10 +129,9 @@ def get_whitening_matrix(ctx: Context) -> tuple[np.ndarray, np.ndarray]:
     cc = xp.zeros((probe.Nchan, probe.Nchan), xp.float32)
     batches = range(0, d.Nbatch, p.nSkipCov)
     for ibatch in progress(batches, desc="whitening"):
-        buff, _ = read_batch(ctx.raw_data, ibatch, NT=p.NT, ntbuff=p.ntbuff, tstart=d.tstart,
-                             hi=ctx.raw_data.n_samples)
-        datr = gpufilter(ctx.backend.asarray(buff, order="C"), chan_map=probe.chanMap, b=b, a=a,
-                         car=p.CAR)
+        buff, _ = read_batch(ctx.raw_data, ibatch, NT=p.NT, ntbuff=p.ntbuff, NTbuff=d.NTbuff,
+                             tstart=d.tstart, hi=ctx.raw_data.n_samples)
+        datr = _filter(ctx, buff, d.tstart, probe.chanMap, b, a)
         cc += (datr.T @ datr) / np.float32(p.NT)
     cc = _to_numpy(ctx, cc).astype(np.float64)
     divisor = math.ceil((d.Nbatch - 1) / p.nSkipCov) if p.matlab_compat else len(batches)
@@ -125,9 +140,9 @@ def get_whitening_matrix(ctx: Context) -> tuple[np.ndarray, np.ndarray]:
                                "ceil((Nbatch-1)/nSkipCov), which is 0 for a single batch; use "
                                "matlab_compat=False or a longer recording.")
     cc /= divisor
-    if not np.all(np.isfinite(cc)):
-        raise DataQualityError("the channel covariance has NaN or inf values: the raw data hold "
-                               "non-finite samples; clean or exclude those channels/segments.")
+    if not np.any(np.diag(cc) > 0):
+        raise DataQualityError("the filtered data are zero on every channel (a flat recording?): "
+                               "there is nothing to whiten; check the file, dtype and n_channels.")
     if not p.do_whitening:
         var = np.diag(cc)
         return np.diag(p.scaleproc / np.sqrt(np.where(var > 0, var, 1.0))), cc
@@ -149,30 +164,60 @@ def round_like_matlab_int16(x: np.ndarray) -> np.ndarray:
 
 
 def write_proc(ctx: Context, wrot: np.ndarray, path) -> int:
-    """Filter, crop, whiten and write every batch; returns the number of batches written.
-
-    The proc file holds Nbatch blocks of NT samples, each block time-fastest (MATLAB fwrite of an
-    NT x Nchan matrix): block k at byte offset k*NT*Nchan*2, as learnAndSolve reads it.
-    """
-    p, d = ctx.params, ctx.derived
-    probe = ctx.probe_good
-    b, a = _coefficients(p)
+    """Filter, crop, whiten and write every batch; returns the number of batches written."""
+    writer = _write_proc_ks25 if ctx.derived.ks25 else _write_proc_ks2
     w = ctx.backend.asarray(wrot, dtype=np.float32)
     with open(path, "wb") as f:
-        for ibatch in progress(range(d.Nbatch), desc="preprocess", total=d.Nbatch):
-            buff, ioffset = read_batch(ctx.raw_data, ibatch, NT=p.NT, ntbuff=p.ntbuff,
-                                       tstart=d.tstart, hi=ctx.raw_data.n_samples)
-            datr = gpufilter(ctx.backend.asarray(buff, order="C"), chan_map=probe.chanMap, b=b,
-                             a=a, car=p.CAR)
-            datr = datr[ioffset: ioffset + p.NT] @ w
-            out = _to_numpy(ctx, round_like_matlab_int16(datr))
-            f.write(np.asfortranarray(out).tobytes(order="F"))
-    return d.Nbatch
+        for block in writer(ctx, w):
+            f.write(block)
+    return ctx.derived.Nbatch
+
+
+def _write_proc_ks2(ctx: Context, w):
+    """v2.0 preprocessDataSub: batches overlap by ntbuff; each block is NT x Nchan time-fastest
+    (MATLAB fwrite of an NT x Nchan matrix), block k at byte k*NT*Nchan*2."""
+    p, d = ctx.params, ctx.derived
+    chan_map = ctx.probe_good.chanMap
+    b, a = _coefficients(p)
+    for ibatch in progress(range(d.Nbatch), desc="preprocess", total=d.Nbatch):
+        buff, ioffset = read_batch(ctx.raw_data, ibatch, NT=p.NT, ntbuff=p.ntbuff, NTbuff=d.NTbuff,
+                                   tstart=d.tstart, hi=ctx.raw_data.n_samples)
+        datr = _filter(ctx, buff, d.tstart, chan_map, b, a)[ioffset: ioffset + p.NT] @ w
+        yield np.asfortranarray(_to_numpy(ctx, round_like_matlab_int16(datr))).tobytes(order="F")
+
+
+def _write_proc_ks25(ctx: Context, w):
+    """v2.5 preprocessDataSub: consecutive batches of NT; the first ntbuff samples of each batch
+    are cross-faded (linearly) with the previous batch's filtered look-ahead; blocks are written
+    channel-fastest (int16(datr')). The original fades the recording's very first ntbuff samples
+    in from zero; ``matlab_compat=True`` keeps that, otherwise the first batch is not faded."""
+    p, d = ctx.params, ctx.derived
+    chan_map = ctx.probe_good.chanMap
+    b, a = _coefficients(p)
+    xp = ctx.backend.xp
+    ntb = p.ntbuff
+    w_edge = xp.linspace(0, 1, ntb, dtype=xp.float32)[:, None]
+    prev = None
+    for ibatch in progress(range(d.Nbatch), desc="preprocess", total=d.Nbatch):
+        buff = read_batch_ks25(ctx.raw_data, ibatch, NT=p.NT, ntbuff=ntb, NTbuff=d.NTbuff,
+                               tstart=d.tstart, hi=ctx.raw_data.n_samples)
+        datr = _filter(ctx, buff, d.tstart, chan_map, b, a)
+        if prev is None and p.matlab_compat:
+            prev = xp.zeros((ntb, chan_map.size), xp.float32)
+        if prev is not None:
+            datr[ntb: 2 * ntb] = w_edge * datr[ntb: 2 * ntb] + (1 - w_edge) * prev
+        prev = datr[ntb + p.NT: 2 * ntb + p.NT].copy()
+        out = round_like_matlab_int16(datr[ntb: ntb + p.NT] @ w)
+        yield np.ascontiguousarray(_to_numpy(ctx, out)).tobytes(order="C")
 
 
 # ---------------------------------------------------------------------- pipeline steps
 def good_channels_step(ctx: Context) -> dict:
     n = ctx.probe.connected_only().Nchan
+    if ctx.params.drift_correction:
+        logger.info("Kilosort 2.5 preprocessing keeps every connected channel (no good-channel "
+                    "selection; minfr_goodchannels is not used)")
+        return {"igood": np.ones(n, bool)}
     igood = get_good_channels(ctx) if ctx.params.minfr_goodchannels > 0 else np.ones(n, bool)
     if not igood.any():
         raise DataQualityError(f"no channel reaches minfr_goodchannels={ctx.params.minfr_goodchannels}"
@@ -191,5 +236,6 @@ def preprocess_step(ctx: Context) -> dict:
     with atomic_path(path) as tmp:  # a killed run leaves no half proc file that looks complete
         nbatch = write_proc(ctx, np.asarray(ctx.intermediate.Wrot), tmp)
     probe = ctx.probe_good
-    return {"proc": path, "Nbatch": nbatch, "chanMap": probe.chanMap, "xc": probe.xc,
-            "yc": probe.yc, "kcoords": probe.kcoords}
+    return {"proc": path, "Nbatch": nbatch, "NT": ctx.params.NT,
+            "proc_layout": "channel_fastest" if ctx.derived.ks25 else "time_fastest",
+            "chanMap": probe.chanMap, "xc": probe.xc, "yc": probe.yc, "kcoords": probe.kcoords}

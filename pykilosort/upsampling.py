@@ -13,15 +13,26 @@ __all__ = ["get_kernels", "matlab_linspace"]
 _RIDGE = 0.01  # diagonal regularisation of the kernel matrix before the solve
 
 
-def matlab_linspace(d1: float, d2: float, n: int) -> np.ndarray:
-    """MATLAB's linspace: d1 + (k*(d2-d1))/(n-1), ends set exactly.
+def matlab_linspace(d1: float, d2: float, n: int, *, style: str = "matlab") -> np.ndarray:
+    """linspace(d1, d2, n) rounded like MATLAB (style='matlab') or GNU Octave >= 7 ('octave').
 
-    numpy's linspace multiplies k by a rounded step instead, which can differ in the last bit.
+    MATLAB: d1 + (k*(d2-d1))/(n-1). Octave 7: d1 + k*delta for the first half and d2 - k*delta
+    for the second, delta = (d2-d1)/(n-1), middle element (d1+d2)/2. numpy's linspace (k times a
+    rounded step) matches neither. Either way the ends are exactly d1 and d2.
     """
+    if style not in ("matlab", "octave"):
+        raise ValueError(f"style={style!r} must be 'matlab' or 'octave'")
     n1 = n - 1
     if n1 < 1:
         return np.full(max(n, 0), float(d2))
-    y = d1 + (np.arange(n, dtype=np.float64) * (d2 - d1)) / n1
+    k = np.arange(n, dtype=np.float64)
+    if style == "matlab":
+        y = d1 + (k * (d2 - d1)) / n1
+    else:
+        delta = (d2 - d1) / n1
+        y = np.where(k < n // 2, d1 + k * delta, d2 - (n1 - k) * delta)
+        if n % 2 == 1:
+            y[n // 2] = 0.0 if d1 == -d2 else (d1 + d2) / 2
     y[0], y[-1] = d1, d2
     return y
 
@@ -37,19 +48,22 @@ def _right_divide_symmetric(rhs: np.ndarray, m: np.ndarray) -> np.ndarray:
     """rhs / m (MATLAB mrdivide) for symmetric m: Cholesky when m is positive definite, as
     MATLAB's mldivide tries first, else a symmetric-indefinite (LDL) solve."""
     try:
-        factor = scipy.linalg.cho_factor(m, lower=False)
+        factor = scipy.linalg.cho_factor(m, lower=True)  # lower: bit-identical to Octave 7.3
     except np.linalg.LinAlgError:
         return scipy.linalg.solve(m, rhs.T, assume_a="sym").T
     return scipy.linalg.cho_solve(factor, rhs.T).T
 
 
-def get_kernels(*, nt0: int, nt0min: int, nup: int = 10, sig: float = 1.0):
+def get_kernels(*, nt0: int, nt0min: int, nup: int = 10, sig: float = 1.0,
+                linspace: str = "matlab"):
     """(Ka, Kb): float64 kriging upsampling kernels for waveforms of nt0 samples.
 
     nt0min is ops.nt0min, MATLAB's 1-based trough sample (ceil(20*nt0/61), = derived.nt0min).
     The nt0*nup upsampled times are 0.5 + k/nup (1-based sample units, k = 0..nt0*nup-1), each
     interpolated from the nt0 samples with a squared-exponential kernel of scale sig on a
     circular time axis (distance mod nt0), ridge 0.01: B = Kyx (Kxx + 0.01 I)^-1, (nt0*nup, nt0).
+    linspace: how the upsampled times are rounded, 'matlab' or 'octave' (GNU Octave >= 7, for
+    bit-level comparisons with Octave runs of the original); they differ by ~1e-14 in B.
 
     Returns, Fortran-ordered (the memory layout mexSVDsmall2 reads):
       Ka: (nup, nt0); Ka[a, c] is the weight of sample c at time (nt0min-1) - 0.5 + a/nup in
@@ -63,7 +77,7 @@ def get_kernels(*, nt0: int, nt0min: int, nup: int = 10, sig: float = 1.0):
     if nup < 1 or sig <= 0:
         raise ValueError(f"need nup >= 1 and sig > 0, got nup={nup}, sig={sig}")
     xs = np.arange(1, nt0 + 1, dtype=np.float64)
-    ys = matlab_linspace(0.5, nt0 + 0.5, nt0 * nup + 1)[:-1]
+    ys = matlab_linspace(0.5, nt0 + 0.5, nt0 * nup + 1, style=linspace)[:-1]
     kxx = _circular_sq_exp(xs, xs, period=nt0, sig=sig)
     kyx = _circular_sq_exp(ys, xs, period=nt0, sig=sig)
     b = _right_divide_symmetric(kyx, kxx + _RIDGE * np.eye(nt0))

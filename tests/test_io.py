@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from pykilosort.errors import RawDataError
-from pykilosort.io import RawData, channel_counts_fitting, read_batch, read_spikeglx_meta
+from pykilosort.io import (RawData, channel_counts_fitting, read_batch, read_batch_ks25,
+                           read_spikeglx_meta)
 
 
 @pytest.fixture
@@ -109,7 +110,8 @@ def test_read_batch_matches_matlab_geometry(tmp_path, rng, tstart):
     NT, ntbuff = 256, 32
     nbatch = int(np.ceil((1500 - tstart) / (NT - ntbuff)))
     for ib in range(nbatch):
-        buff, ioff = read_batch(raw, ib, NT=NT, ntbuff=ntbuff, tstart=tstart, hi=raw.n_samples)
+        buff, ioff = read_batch(raw, ib, NT=NT, ntbuff=ntbuff, NTbuff=NT + 4 * ntbuff, tstart=tstart,
+                                hi=raw.n_samples)
         ref, ref_ioff = _matlab_batch(data, ib + 1, NT=NT, ntbuff=ntbuff, tstart=tstart)
         assert ioff == ref_ioff
         np.testing.assert_array_equal(buff, ref)
@@ -120,3 +122,29 @@ def test_spikeglx_meta_parser(tmp_path):
     meta = read_spikeglx_meta(tmp_path / "r.meta")
     assert meta["nSavedChans"] == "385" and meta["imSampRate"] == "30000.5"
     assert meta["imroTbl"].startswith("(0,384)")
+
+
+def _matlab_batch_ks25(data, ibatch1, *, NT, ntbuff, tstart):
+    """v2.5 preprocessDataSub.m's read, literally: offset, fread, end padding, front padding."""
+    nchan, ntbuff_total = data.shape[1], NT + 3 * ntbuff
+    offset = max(0, tstart * nchan * 2 + 2 * nchan * (NT * (ibatch1 - 1) - ntbuff))
+    s0 = offset // (2 * nchan)
+    buff = data[s0: s0 + ntbuff_total]
+    if buff.shape[0] < ntbuff_total:
+        buff = np.concatenate([buff, np.repeat(buff[-1:], ntbuff_total - buff.shape[0], 0)])
+    if offset == 0:
+        buff = np.concatenate([np.repeat(buff[:1], ntbuff, 0), buff[: ntbuff_total - ntbuff]])
+    return buff
+
+
+@pytest.mark.parametrize("tstart", [0, 20, 300])
+def test_read_batch_ks25_matches_matlab_geometry(tmp_path, rng, tstart):
+    data = rng.integers(-500, 500, (1500, 3)).astype(np.int16)
+    data.tofile(tmp_path / "a.bin")
+    raw = RawData(tmp_path / "a.bin", n_channels=3)
+    NT, ntbuff = 256, 32
+    for ib in range(int(np.ceil((1500 - tstart) / NT))):
+        buff = read_batch_ks25(raw, ib, NT=NT, ntbuff=ntbuff, NTbuff=NT + 3 * ntbuff, tstart=tstart,
+                               hi=raw.n_samples)
+        np.testing.assert_array_equal(buff, _matlab_batch_ks25(data, ib + 1, NT=NT, ntbuff=ntbuff,
+                                                               tstart=tstart))

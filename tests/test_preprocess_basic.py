@@ -83,8 +83,8 @@ def test_proc_file_is_filter_crop_whiten_round_in_matlab_layout(rec):
     b, a = filter_coefficients(fs=p.fs, fshigh=p.fshigh)
     wrot = np.asarray(ctx.intermediate.Wrot, np.float32)
     for ib in (0, 3, d.Nbatch - 1):  # first (no front buffer), middle, last (padded)
-        buff, ioff = read_batch(ctx.raw_data, ib, NT=p.NT, ntbuff=p.ntbuff, tstart=0,
-                                hi=ctx.raw_data.n_samples)
+        buff, ioff = read_batch(ctx.raw_data, ib, NT=p.NT, ntbuff=p.ntbuff, NTbuff=d.NTbuff,
+                                tstart=0, hi=ctx.raw_data.n_samples)
         datr = _gpufilter_reference(buff, ctx.intermediate.chanMap, b, a, True)[ioff: ioff + p.NT]
         expected = round_like_matlab_int16((datr @ wrot).astype(np.float32))
         block = proc[ib * p.NT * nchan: (ib + 1) * p.NT * nchan].reshape(p.NT, nchan, order="F")
