@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import RawDataError
+from .errors import DataQualityError, RawDataError
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["RawData", "read_spikeglx_meta", "find_meta", "channel_counts_fitting", "read_batch",
-           "read_batch_ks25"]
+           "read_batch_ks25", "batch_read_start"]
 
 _COMMON_COUNTS = (16, 32, 64, 128, 256, 384, 385, 768, 769)
 
@@ -38,6 +38,15 @@ def _size_error(path: Path, size: int, n_channels: int, itemsize: int) -> RawDat
     extra = " Neuropixels SpikeGLX files save 385 channels (384 + sync)." if n_channels in (384, 385) else ""
     return RawDataError(f"{path} has {size} bytes, not a multiple of n_channels x itemsize = "
                         f"{n_channels} x {itemsize}: n_channels is wrong for this file.{hint}.{extra}")
+
+
+def _non_finite_error(block: np.ndarray, start: int):
+    bad_t, bad_c = np.nonzero(~np.isfinite(block))
+    raise DataQualityError(
+        f"the raw data hold non-finite samples (NaN or inf), e.g. at sample {start + bad_t[0]} on "
+        f"channel row {bad_c[0]} ({np.unique(bad_c).size} channel(s) affected in samples "
+        f"[{start}, {start + block.shape[0]})): replace them (e.g. with zeros) or exclude those "
+        "channels from the probe.")
 
 
 def read_spikeglx_meta(path) -> dict:
@@ -125,7 +134,8 @@ class RawData:
     def read(self, start: int, stop: int) -> np.ndarray:
         """Samples [start, stop) of all channels as a (stop - start, n_channels) array (a copy).
 
-        Reads across file boundaries. ``start``/``stop`` must lie within [0, n_samples].
+        Reads across file boundaries. ``start``/``stop`` must lie within [0, n_samples]. Float
+        recordings are checked for NaN/inf, which would otherwise spread silently through filters.
         """
         start, stop = int(start), int(stop)
         if not 0 <= start <= stop <= self.n_samples:
@@ -142,6 +152,8 @@ class RawData:
             if take > 0:
                 out[pos - start: pos - start + take] = self._maps[i][pos - f0: pos - f0 + take]
                 pos += take
+        if out.dtype.kind == "f" and not np.isfinite(out).all():
+            _non_finite_error(out, start)
         return out
 
     def read_padded(self, start: int, stop: int, *, hi: int | None = None) -> np.ndarray:
@@ -175,9 +187,16 @@ def read_batch(raw: RawData, ibatch: int, *, NT: int, ntbuff: int, NTbuff: int, 
         buff: (NTbuff, n_channels) raw samples.
         ioffset: index in ``buff`` of the batch's first sample (0 for the first batch, else ntbuff).
     """
-    offset = max(0, tstart + (NT - ntbuff) * ibatch - 2 * ntbuff)
+    offset = batch_read_start(ibatch, NT=NT, ntbuff=ntbuff, tstart=tstart)
     ioffset = 0 if offset == 0 else ntbuff
     return raw.read_padded(offset, offset + NTbuff, hi=hi), ioffset
+
+
+def batch_read_start(ibatch: int, *, NT: int, ntbuff: int, tstart: int, ks25: bool = False) -> int:
+    """First raw sample read for batch ``ibatch`` (0-based): KS2 or KS2.5 geometry."""
+    if ks25:
+        return max(0, tstart + NT * ibatch - ntbuff)
+    return max(0, tstart + (NT - ntbuff) * ibatch - 2 * ntbuff)
 
 
 def read_batch_ks25(raw: RawData, ibatch: int, *, NT: int, ntbuff: int, NTbuff: int, tstart: int,
@@ -188,7 +207,7 @@ def read_batch_ks25(raw: RawData, ibatch: int, *, NT: int, ntbuff: int, NTbuff: 
 
     Returns (NTbuff, n_channels); the batch itself is rows ntbuff .. ntbuff + NT.
     """
-    offset = max(0, tstart + NT * ibatch - ntbuff)
+    offset = batch_read_start(ibatch, NT=NT, ntbuff=ntbuff, tstart=tstart, ks25=True)
     buff = raw.read_padded(offset, offset + NTbuff, hi=hi)
     if offset == 0:
         buff = np.concatenate([np.repeat(buff[:1], ntbuff, axis=0), buff[: NTbuff - ntbuff]])

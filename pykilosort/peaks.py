@@ -103,7 +103,7 @@ def isolated_peaks_new(S1, *, spk_th: float, nt0: int, loc_range: Sequence[int] 
     is_peak = (S1 < smin + _MIN_MARGIN) & (S1 < spk_th)
     isolated = running_count(is_peak, long_range, (0, 1)) < _ISOLATED_BELOW
     # multiply rather than select, so a NaN sample propagates into find() as in the original
-    peaks = xp.where(is_peak & isolated, S1, 0)
+    peaks = is_peak.astype(xp.float32) * isolated.astype(xp.float32) * S1
     peaks[:min(nt0, n_time)] = 0
     peaks[max(n_time - 1 - nt0, 0):] = 0  # MATLAB rows end-nt0:end, nt0+1 of them
     # nonzero of the transpose walks channel-major, which is MATLAB's column-major find order

@@ -36,19 +36,8 @@ def _to_numpy(ctx: Context, a) -> np.ndarray:
     return ctx.backend.to_numpy(a)
 
 
-def _check_finite(buff: np.ndarray, start: int) -> None:
-    """Float recordings may hold NaN/inf, which would spread through the filter silently."""
-    if buff.dtype.kind == "f" and not np.isfinite(buff).all():
-        bad_t, bad_c = np.nonzero(~np.isfinite(buff))
-        raise DataQualityError(
-            f"the raw data hold non-finite samples (NaN or inf), e.g. at sample {start + bad_t[0]} "
-            f"on channel row {bad_c[0]} ({np.unique(bad_c).size} channel(s) affected): replace them "
-            "(e.g. with zeros) or exclude those channels from the probe.")
-
-
-def _filter(ctx: Context, buff: np.ndarray, start: int, chan_map, b, a):
-    """gpufilter of raw samples ``buff`` (n, NchanTOT) read from sample ``start``, on ctx's device."""
-    _check_finite(buff, start)
+def _filter(ctx: Context, buff: np.ndarray, chan_map, b, a):
+    """gpufilter of raw samples ``buff`` (n, NchanTOT) on ctx's device."""
     return gpufilter(ctx.backend.asarray(buff, order="C"), chan_map=chan_map, b=b, a=a,
                      car=ctx.params.CAR)
 
@@ -70,7 +59,7 @@ def get_good_channels(ctx: Context) -> np.ndarray:
         if start >= ctx.raw_data.n_samples:
             break
         buff = ctx.raw_data.read(start, min(start + p.NT, ctx.raw_data.n_samples))
-        datr = _to_numpy(ctx, _filter(ctx, buff, start, chan_map, b, a))
+        datr = _to_numpy(ctx, _filter(ctx, buff, chan_map, b, a))
         counts += _count_crossings(datr, spk_th=p.spkTh, nt0=p.nt0, NT=p.NT)
         ttime += datr.shape[0] / p.fs
     rate = counts / ttime
@@ -131,7 +120,7 @@ def get_whitening_matrix(ctx: Context) -> tuple[np.ndarray, np.ndarray]:
     for ibatch in progress(batches, desc="whitening"):
         buff, _ = read_batch(ctx.raw_data, ibatch, NT=p.NT, ntbuff=p.ntbuff, NTbuff=d.NTbuff,
                              tstart=d.tstart, hi=ctx.raw_data.n_samples)
-        datr = _filter(ctx, buff, d.tstart, probe.chanMap, b, a)
+        datr = _filter(ctx, buff, probe.chanMap, b, a)
         cc += (datr.T @ datr) / np.float32(p.NT)
     cc = _to_numpy(ctx, cc).astype(np.float64)
     divisor = math.ceil((d.Nbatch - 1) / p.nSkipCov) if p.matlab_compat else len(batches)
@@ -182,7 +171,7 @@ def _write_proc_ks2(ctx: Context, w):
     for ibatch in progress(range(d.Nbatch), desc="preprocess", total=d.Nbatch):
         buff, ioffset = read_batch(ctx.raw_data, ibatch, NT=p.NT, ntbuff=p.ntbuff, NTbuff=d.NTbuff,
                                    tstart=d.tstart, hi=ctx.raw_data.n_samples)
-        datr = _filter(ctx, buff, d.tstart, chan_map, b, a)[ioffset: ioffset + p.NT] @ w
+        datr = _filter(ctx, buff, chan_map, b, a)[ioffset: ioffset + p.NT] @ w
         yield np.asfortranarray(_to_numpy(ctx, round_like_matlab_int16(datr))).tobytes(order="F")
 
 
@@ -201,7 +190,7 @@ def _write_proc_ks25(ctx: Context, w):
     for ibatch in progress(range(d.Nbatch), desc="preprocess", total=d.Nbatch):
         buff = read_batch_ks25(ctx.raw_data, ibatch, NT=p.NT, ntbuff=ntb, NTbuff=d.NTbuff,
                                tstart=d.tstart, hi=ctx.raw_data.n_samples)
-        datr = _filter(ctx, buff, d.tstart, chan_map, b, a)
+        datr = _filter(ctx, buff, chan_map, b, a)
         if prev is None and p.matlab_compat:
             prev = xp.zeros((ntb, chan_map.size), xp.float32)
         if prev is not None:

@@ -37,7 +37,8 @@ def _isolated_peaks_reference(S1, *, spk_th, nt0, loc_range=(5, 4), long_range=(
             t0, t1 = _window(t, long_range[0], NT)
             c0, c1 = _window(c, long_range[1], nchan)
             count = int(peaks[t0 - 1:t1, c0 - 1:c1].sum())
-            out[t - 1, c - 1] = peaks[t - 1, c - 1] * (1.0 if count < 1.2 else 0.0) * S1[t - 1, c - 1]
+            keep = 1.0 if count < 1.2 else 0.0
+            out[t - 1, c - 1] = peaks[t - 1, c - 1] * keep * S1[t - 1, c - 1]
     for t in list(range(1, nt0 + 1)) + list(range(NT - nt0, NT + 1)):
         if 1 <= t <= NT:
             out[t - 1, :] = 0
