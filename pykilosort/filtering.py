@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.signal
 
-from .backend import array_module
-from .kernels import lfilter
+from .kernels import lfilter_forward_backward
+from .kernels.preprocessing import common_reference
 
 __all__ = ["filter_coefficients", "gpufilter"]
 
@@ -33,12 +33,6 @@ def gpufilter(buff, *, chan_map: np.ndarray, b, a, car: bool = True):
     Returns:
         (n_time, Nchan) float32 Fortran-ordered array on buff's device.
     """
-    xp = array_module(buff)
-    # select channels and convert in one Fortran-ordered copy: each channel contiguous in time
-    x = xp.asarray(buff.T[xp.asarray(chan_map)], dtype=xp.float32, order="C").T
-    x -= x.mean(axis=0, dtype=xp.float32)
-    if car:
-        x -= xp.median(x, axis=1).astype(xp.float32)[:, None]
-    lfilter(x, b, a, out=x)
-    lfilter(x, b, a, reverse=True, out=x)
+    x = common_reference(buff, chan_map, car=car)  # Fortran order: each channel contiguous in time
+    lfilter_forward_backward(x, b, a, out=x)
     return x

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import mmap
 import os
 from pathlib import Path
 
@@ -38,6 +39,24 @@ def _size_error(path: Path, size: int, n_channels: int, itemsize: int) -> RawDat
     extra = " Neuropixels SpikeGLX files save 385 channels (384 + sync)." if n_channels in (384, 385) else ""
     return RawDataError(f"{path} has {size} bytes, not a multiple of n_channels x itemsize = "
                         f"{n_channels} x {itemsize}: n_channels is wrong for this file.{hint}.{extra}")
+
+
+def _release_pages(mapped: np.memmap, row0: int, row1: int) -> None:
+    """Drop rows [row0, row1) of a read-only file mapping from this process's resident set.
+
+    Pages of a file mapping that were read count in RSS until the kernel reclaims them, so a
+    streaming pass over a long recording would look like memory growing with its duration. The
+    data stay in the page cache; this only keeps our resident memory bounded by the batch size.
+    """
+    raw = getattr(mapped, "_mmap", None)
+    if raw is None or not hasattr(raw, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+        return  # e.g. Windows: nothing to do
+    row_bytes = mapped.shape[1] * mapped.dtype.itemsize
+    first = (row0 * row_bytes) // mmap.PAGESIZE * mmap.PAGESIZE
+    last = -(-(row1 * row_bytes) // mmap.PAGESIZE) * mmap.PAGESIZE
+    last = min(last, len(raw))
+    if last > first:
+        raw.madvise(mmap.MADV_DONTNEED, first, last - first)
 
 
 def _non_finite_error(block: np.ndarray, start: int):
@@ -151,6 +170,7 @@ class RawData:
             take = min(stop, f1) - pos
             if take > 0:
                 out[pos - start: pos - start + take] = self._maps[i][pos - f0: pos - f0 + take]
+                _release_pages(self._maps[i], pos - f0, pos - f0 + take)
                 pos += take
         if out.dtype.kind == "f" and not np.isfinite(out).all():
             _non_finite_error(out, start)

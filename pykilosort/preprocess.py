@@ -9,11 +9,11 @@ import logging
 import math
 
 import numpy as np
-import scipy.ndimage
 
 from .context import Context
 from .errors import DataQualityError
 from .filtering import filter_coefficients, gpufilter
+from .kernels import count_crossings, round_int16
 from .io import read_batch, read_batch_ks25
 from .logs import progress
 from .utils import atomic_path
@@ -21,7 +21,7 @@ from .utils import atomic_path
 logger = logging.getLogger(__name__)
 
 __all__ = ["get_good_channels", "get_whitening_matrix", "whitening_from_covariance",
-           "whitening_local", "round_like_matlab_int16", "good_channels_step", "whitening_step",
+           "whitening_local", "good_channels_step", "whitening_step",
            "preprocess_step"]
 
 _MIN_WINDOW = 30      # my_min(datr, 30, 1): local minimum over +-30 samples
@@ -59,28 +59,14 @@ def get_good_channels(ctx: Context) -> np.ndarray:
         if start >= ctx.raw_data.n_samples:
             break
         buff = ctx.raw_data.read(start, min(start + p.NT, ctx.raw_data.n_samples))
-        datr = _to_numpy(ctx, _filter(ctx, buff, chan_map, b, a))
-        counts += _count_crossings(datr, spk_th=p.spkTh, nt0=p.nt0, NT=p.NT)
+        datr = _filter(ctx, buff, chan_map, b, a)
+        counts += count_crossings(datr, spk_th=p.spkTh, nt0=p.nt0, NT=p.NT, half_window=_MIN_WINDOW)
         ttime += datr.shape[0] / p.fs
     rate = counts / ttime
     igood = rate >= p.minfr_goodchannels
     logger.info("found %d threshold crossings in %.2f s of data; %d of %d channels are bad",
                 counts.sum(), ttime, (~igood).sum(), igood.size)
     return igood
-
-
-def _count_crossings(datr: np.ndarray, *, spk_th: float, nt0: int, NT: int) -> np.ndarray:
-    """Per-channel count of isolated negative peaks below spk_th (datr: (n_time, Nchan) float32)."""
-    std = datr.std(axis=0)
-    flat = std == 0
-    z = datr / np.where(flat, 1, std)  # a flat channel has no crossings (MATLAB would make NaNs)
-    mdat = scipy.ndimage.minimum_filter1d(z, size=2 * _MIN_WINDOW + 1, axis=0, mode="constant",
-                                          cval=np.inf)
-    hit = (z < mdat + 1e-3) & (z < spk_th)
-    t1 = np.arange(1, z.shape[0] + 1)  # MATLAB's 1-based sample index within the batch
-    hit &= ((t1 >= nt0) & (t1 <= NT - nt0))[:, None]
-    hit[:, flat] = False
-    return hit.sum(axis=0)
 
 
 def whitening_from_covariance(cc: np.ndarray) -> np.ndarray:
@@ -143,15 +129,6 @@ def get_whitening_matrix(ctx: Context) -> tuple[np.ndarray, np.ndarray]:
     return p.scaleproc * wrot, cc
 
 
-def round_like_matlab_int16(x: np.ndarray) -> np.ndarray:
-    """MATLAB int16(): round half away from zero, saturate at the int16 limits; NaN -> 0."""
-    xp = np if isinstance(x, np.ndarray) else __import__("cupy")
-    t = xp.trunc(x)
-    r = t + xp.sign(x) * (xp.abs(x - t) >= 0.5)
-    r = xp.nan_to_num(r, nan=0.0)
-    return xp.clip(r, -32768, 32767).astype(xp.int16)
-
-
 def write_proc(ctx: Context, wrot: np.ndarray, path) -> int:
     """Filter, crop, whiten and write every batch; returns the number of batches written."""
     writer = _write_proc_ks25 if ctx.derived.ks25 else _write_proc_ks2
@@ -171,8 +148,9 @@ def _write_proc_ks2(ctx: Context, w):
     for ibatch in progress(range(d.Nbatch), desc="preprocess", total=d.Nbatch):
         buff, ioffset = read_batch(ctx.raw_data, ibatch, NT=p.NT, ntbuff=p.ntbuff, NTbuff=d.NTbuff,
                                    tstart=d.tstart, hi=ctx.raw_data.n_samples)
-        datr = _filter(ctx, buff, chan_map, b, a)[ioffset: ioffset + p.NT] @ w
-        yield np.asfortranarray(_to_numpy(ctx, round_like_matlab_int16(datr))).tobytes(order="F")
+        datr = _filter(ctx, buff, chan_map, b, a)[ioffset: ioffset + p.NT]
+        whitened = (w.T @ datr.T).T  # computed this way round, the product is Fortran-ordered
+        yield np.asfortranarray(_to_numpy(ctx, round_int16(whitened))).T  # C view: time fastest
 
 
 def _write_proc_ks25(ctx: Context, w):
@@ -196,8 +174,8 @@ def _write_proc_ks25(ctx: Context, w):
         if prev is not None:
             datr[ntb: 2 * ntb] = w_edge * datr[ntb: 2 * ntb] + (1 - w_edge) * prev
         prev = datr[ntb + p.NT: 2 * ntb + p.NT].copy()
-        out = round_like_matlab_int16(datr[ntb: ntb + p.NT] @ w)
-        yield np.ascontiguousarray(_to_numpy(ctx, out)).tobytes(order="C")
+        out = round_int16(datr[ntb: ntb + p.NT] @ w)
+        yield np.ascontiguousarray(_to_numpy(ctx, out))  # channel fastest
 
 
 # ---------------------------------------------------------------------- pipeline steps

@@ -130,3 +130,28 @@ def test_nvcc_check_catches_a_broken_kernel(tmp_path):
 def test_every_kernel_file_found():
     names = {p.name for p in cuda_files()}
     assert "lfilter.cu" in names
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_forward_backward_in_one_call(rng, shape, order):
+    from pykilosort.kernels import lfilter_forward_backward
+
+    x = np.asarray(rng.standard_normal(shape) * 300, np.float32, order=order)
+    expected = lfilter_naive(lfilter_naive(x, *HIGHPASS), *HIGHPASS, reverse=True)
+    np.testing.assert_array_equal(lfilter_forward_backward(x, *HIGHPASS), expected)
+    lfilter_forward_backward(x, *HIGHPASS, out=x)
+    np.testing.assert_array_equal(x, expected)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_cuda_forward_backward_matches_twin(rng, order):
+    import cupy
+
+    from pykilosort.kernels import lfilter_forward_backward
+
+    x = np.asarray(rng.standard_normal((4097, 33)) * 300, np.float32, order=order)
+    y_gpu = lfilter_forward_backward(cupy.asarray(x, order=order), *HIGHPASS).get()
+    y_cpu = lfilter_forward_backward(x, *HIGHPASS)
+    np.testing.assert_allclose(y_gpu, y_cpu, rtol=0, atol=1e-5 * np.abs(y_cpu).max())

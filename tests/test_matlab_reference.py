@@ -175,3 +175,42 @@ def test_ks25_default_mode_differs_only_by_the_fixed_quirks(ks25):
     rest = scaled.copy()
     rest[:, :ntb, 0] = theirs[:, :ntb, 0]
     assert np.abs(rest - theirs).max() <= 2  # int16 rounding before the rescale: <= 2 LSB
+
+
+# ------------------------------------------------------------------ functions of later steps
+def test_isolated_peaks_identical(ks2_small):
+    """isolated_peaks_new on the original's proc batch 2 / scaleproc, as extractPCfromSnippets."""
+    from pykilosort.peaks import isolated_peaks_new
+
+    r, _, _ = ks2_small
+    s1 = r["proc"][:, :, 1].astype(np.float32) / np.float32(200)
+    row, col, mu = isolated_peaks_new(s1, spk_th=-6.0, nt0=61)
+    p = ref("ks2_isolated_peaks_rec32.mat")
+    assert p["row"].size > 5, "the reference should hold peaks to be a test"
+    np.testing.assert_array_equal(row + 1, p["row"].ravel())
+    np.testing.assert_array_equal(col + 1, p["col"].ravel())
+    np.testing.assert_array_equal(mu, p["mu"].ravel())
+
+
+@pytest.mark.parametrize("name", ["rec32", "rec64"])
+def test_closest_channels_identical(name):
+    from pykilosort.neighbours import get_closest_channels
+
+    pre, r = ref(f"ks2_preprocess_{name}.mat"), ref(f"ks2_closest_{name}.mat")
+    iC, mask, c2c = get_closest_channels(xc=pre["xc"].ravel(), yc=pre["yc"].ravel(), sigma_mask=30.0,
+                                         n_closest=int(r["NchanNear"].item()))
+    np.testing.assert_array_equal(iC + 1, r["iC"])
+    np.testing.assert_array_equal(mask, r["mask"])
+    np.testing.assert_array_equal(c2c, r["C2C"])
+
+
+def test_upsampling_kernels():
+    """Double precision; the default follows MATLAB's linspace, Octave's differs by ~1e-14."""
+    from pykilosort.upsampling import get_kernels
+
+    r = ref("ks2_kernels.mat")
+    ka, kb = get_kernels(nt0=61, nt0min=20, nup=10, sig=1.0)
+    assert np.abs(ka - r["Ka"]).max() <= 5e-14 and np.abs(kb - r["Kb"]).max() <= 5e-14
+    ka, kb = get_kernels(nt0=61, nt0min=20, nup=10, sig=1.0, linspace="octave")
+    np.testing.assert_array_equal(ka, r["Ka"])
+    assert np.abs(kb - r["Kb"]).max() <= 1e-16

@@ -8,7 +8,8 @@ from pykilosort import run
 from pykilosort.errors import DataQualityError
 from pykilosort.filtering import filter_coefficients, gpufilter
 from pykilosort.io import read_batch
-from pykilosort.preprocess import (round_like_matlab_int16, whitening_from_covariance,
+from pykilosort.kernels import round_int16 as round_like_matlab_int16
+from pykilosort.preprocess import (whitening_from_covariance,
                                    whitening_local)
 
 from conftest import linear_probe, write_noise_with_spikes

@@ -12,7 +12,7 @@ import numpy as np
 
 from .registry import cuda_module, dispatch, register
 
-__all__ = ["lfilter", "normalize_coefficients", "DEFAULT_MAX_ORDER"]
+__all__ = ["lfilter", "lfilter_forward_backward", "normalize_coefficients", "DEFAULT_MAX_ORDER"]
 
 DEFAULT_MAX_ORDER = 8  # matches the #ifndef default in cuda/lfilter.cu
 _THREADS = 128
@@ -47,6 +47,16 @@ def lfilter(x, b, a, *, reverse: bool = False, out=None):
     Returns:
         (n_time, n_chan) float32 array on x's device.
     """
+    return _run(x, b, a, -1 if reverse else 1, out)
+
+
+def lfilter_forward_backward(x, b, a, *, out=None):
+    """``flip(filter(b, a, flip(filter(b, a, x))))`` per column, in one pass over memory (as
+    MATLAB gpufilter filters; no padding, unlike scipy's filtfilt). Arguments as :func:`lfilter`."""
+    return _run(x, b, a, 2, out)
+
+
+def _run(x, b, a, passes, out):
     if x.ndim != 2:
         raise ValueError(f"x must be 2-D (n_time, n_chan), got shape {x.shape}")
     if x.dtype != np.float32:
@@ -56,34 +66,42 @@ def lfilter(x, b, a, *, reverse: bool = False, out=None):
         out = x.copy(order="K")
     elif out.shape != x.shape or out.dtype != np.float32:
         raise ValueError(f"out must be float32 with shape {x.shape}")
-    dispatch("lfilter", x)(x, bb, aa, bool(reverse), out)
+    dispatch("lfilter", x)(x, bb, aa, passes, out)
     return out
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _lfilter_twin(x, b, a, reverse, y):
-    n_time, n_chan = x.shape
+@numba.njit(cache=True, nogil=True)
+def _pass(x, y, c, b, a, reverse):
+    """One filter pass over column c of x into column c of y (may be the same array)."""
+    n_time = x.shape[0]
     order = b.size - 1
-    for c in numba.prange(n_chan):
-        z = np.zeros(order + 1, np.float32)
-        for i in range(n_time):
-            t = n_time - 1 - i if reverse else i
-            xi = x[t, c]
-            yi = z[0] + b[0] * xi
-            for k in range(order - 1):
-                z[k] = z[k + 1] - a[k + 1] * yi + b[k + 1] * xi
-            if order > 0:
-                z[order - 1] = b[order] * xi - a[order] * yi
-            y[t, c] = yi
+    z = np.zeros(order + 1, np.float32)
+    for i in range(n_time):
+        t = n_time - 1 - i if reverse else i
+        xi = x[t, c]
+        yi = z[0] + b[0] * xi
+        for k in range(order - 1):
+            z[k] = z[k + 1] - a[k + 1] * yi + b[k + 1] * xi
+        if order > 0:
+            z[order - 1] = b[order] * xi - a[order] * yi
+        y[t, c] = yi
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _lfilter_twin(x, b, a, passes, y):
+    for c in numba.prange(x.shape[1]):
+        _pass(x, y, c, b, a, passes == -1)
+        if passes == 2:  # while the column is still in cache
+            _pass(y, y, c, b, a, True)
 
 
 @register("lfilter", "cpu")
-def _lfilter_cpu(x, b, a, reverse, out):
-    _lfilter_twin(x, b, a, reverse, out)
+def _lfilter_cpu(x, b, a, passes, out):
+    _lfilter_twin(x, b, a, passes, out)
 
 
 @register("lfilter", "cuda")
-def _lfilter_cuda(x, b, a, reverse, out):
+def _lfilter_cuda(x, b, a, passes, out):
     import cupy
 
     order = b.size - 1
@@ -95,4 +113,4 @@ def _lfilter_cuda(x, b, a, reverse, out):
     kernel(grid, (_THREADS,), (
         x, out, cupy.asarray(b), cupy.asarray(a), np.int32(order), np.int64(n_time),
         np.int64(n_chan), np.int64(x.strides[0] // item), np.int64(x.strides[1] // item),
-        np.int64(out.strides[0] // item), np.int64(out.strides[1] // item), np.int32(reverse)))
+        np.int64(out.strides[0] // item), np.int64(out.strides[1] // item), np.int32(passes)))
