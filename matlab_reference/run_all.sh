@@ -9,5 +9,6 @@ python3 "$here/recipe.py" "$work/inputs" > /dev/null
 cp "$work/inputs/inputs.json" "$here/data/inputs.json"
 octave --no-gui --quiet --eval "addpath('$here'); ks2_reference('$ks20', '$work/inputs', '$here/data')"
 octave --no-gui --quiet --eval "addpath('$here'); ks25_reference('$ks25', '$work/inputs', '$here/data')"
+octave --no-gui --quiet --eval "addpath('$here'); random_reference('$here/data')"
 octave --version | head -1 > "$here/data/octave_version.txt"
 echo "references written to $here/data"

@@ -69,8 +69,16 @@ _TABLE = [
        choices=("int16", "uint16", "int32", "float32", "float64"), aliases=("data_dtype",)),
     _P("trange", "pair", (0.0, INF), ("io",), "time range to sort [start, end] (MATLAB ops.trange)",
        low=0.0, unit="s"),
-    _P("seed", "int", 1, ("reorder", "learn"), "seed of the random streams (MATLAB rng)",
+    _P("seed", "int", 1, ("reorder", "learn"),
+       "seed of the random streams (MATLAB rng); CSBseed and LTseed default to it",
        low=0, high=2**32 - 1),
+    _P("CSBseed", "int", None, ("reorder",), "seed of batch reordering (clusterSingleBatches; "
+       "None: seed)", low=0, high=2**32 - 1),
+    _P("LTseed", "int", None, ("learn",), "seed of template learning (learnTemplates; None: seed)",
+       low=0, high=2**32 - 1),
+    _P("random_stream", "str", "octave", ("reorder", "learn"),
+       "random numbers: 'octave' reproduces MATLAB/Octave's rng(seed) stream exactly, 'numpy' "
+       "uses PCG64", choices=("octave", "numpy")),
     # --- preprocessing --------------------------------------------------------------------------
     _P("fshigh", "float", 150.0, ("good_channels", "whitening", "preprocess"),
        "high-pass corner of the 3rd-order Butterworth filter (KS2.5 config: 300)", low=1.0, unit="Hz"),
