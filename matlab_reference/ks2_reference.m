@@ -35,7 +35,7 @@ end
 ops = default_ops(input_dir, work, 'rec32');
 ops.NT = 8192 + ops.ntbuff; ops.nSkipCov = 4;
 rez = preprocessDataSub(ops);
-keep = [1 2 19 rez.ops.Nbatch-1 rez.ops.Nbatch];
+keep = [1 2 19 26 rez.ops.Nbatch-1 rez.ops.Nbatch];  % 1 and 26: the batches nskip=25 reads
 Nchan = rez.ops.Nchan; NT = ops.NT; nSkipCov = ops.nSkipCov;
 fid = fopen(ops.fproc, 'r');
 proc = zeros(NT, Nchan, numel(keep), 'int16');
@@ -53,6 +53,19 @@ save('-v7', fullfile(out_dir, 'ks2_proc_small_rec32.mat'), 'proc', 'keep', 'igoo
 S1 = single(proc(:, :, 2)) / ops.scaleproc;
 [row, col, mu] = isolated_peaks_new(S1, rez.ops);
 save('-v7', fullfile(out_dir, 'ks2_isolated_peaks_rec32.mat'), 'row', 'col', 'mu');
+
+% PCs and template prototypes of 1-D spike waveforms, with the seeded random stream
+wPCA_pc = extractPCfromSnippets(rez, 3);
+rng('default'); rng(1);
+[wTEMP, wPCA] = extractTemplatesfromSnippets(rez, 3);
+save('-v7', fullfile(out_dir, 'ks2_snippets_rec32.mat'), 'wPCA_pc', 'wTEMP', 'wPCA');
+
+% sortBatches2 on a dissimilarity matrix of shuffled 1-D positions plus noise
+rng('default'); rng(3);
+pos = randperm(24)'; noise = rand(24); noise = (noise + noise') / 2;
+ccb0 = log(1 + (pos - pos').^2 / 10) + 0.3 * noise; ccb0 = (ccb0 - mean(ccb0(:))) / std(ccb0(:));
+[ccb1, isort, xs] = sortBatches2(ccb0);
+save('-v7', fullfile(out_dir, 'ks2_sortbatches.mat'), 'ccb0', 'ccb1', 'isort', 'xs');
 
 % kriging upsampling kernels of mexSVDsmall2 (nup 10, sig 1 as in learnAndSolve8b)
 [Ka, Kb] = getKernels(rez.ops, 10, 1);
