@@ -67,6 +67,18 @@ ccb0 = log(1 + (pos - pos').^2 / 10) + 0.3 * noise; ccb0 = (ccb0 - mean(ccb0(:))
 [ccb1, isort, xs] = sortBatches2(ccb0);
 save('-v7', fullfile(out_dir, 'ks2_sortbatches.mat'), 'ccb0', 'ccb1', 'isort', 'xs');
 
+% initializeWdata2 on seeded projections (as clusterSingleBatches calls it after rng(CSBseed))
+rng('default'); rng(5);
+Nchan_i = 24; nPCs_i = 3; Nfilt_i = 16; nspk_i = 300;
+pre = load(fullfile(out_dir, 'ks2_preprocess_rec32.mat'));
+rz.xc = pre.xc(1:Nchan_i); rz.yc = pre.yc(1:Nchan_i);
+iC_i = getClosestChannels(rz, 30, 17);
+uproj_i = single(randn(nPCs_i * 17, nspk_i)); call_i = randi(Nchan_i, nspk_i, 1);
+rng('default'); rng(1);
+[W_i, mu_i, Wheights_i, irand_i] = initializeWdata2(call_i, uproj_i, Nchan_i, nPCs_i, Nfilt_i, iC_i);
+save('-v7', fullfile(out_dir, 'ks2_initwdata.mat'), 'iC_i', 'uproj_i', 'call_i', 'W_i', 'mu_i', ...
+     'Wheights_i', 'irand_i', 'Nchan_i', 'nPCs_i', 'Nfilt_i');
+
 % kriging upsampling kernels of mexSVDsmall2 (nup 10, sig 1 as in learnAndSolve8b)
 [Ka, Kb] = getKernels(rez.ops, 10, 1);
 save('-v7', fullfile(out_dir, 'ks2_kernels.mat'), 'Ka', 'Kb');

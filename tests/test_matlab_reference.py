@@ -278,3 +278,17 @@ def test_sort_batches():
     np.testing.assert_array_equal(isort + 1, b["isort"].ravel())
     assert np.abs(xs - b["xs"].ravel()).max() <= 1e-12  # measured 9e-16 (double)
     np.testing.assert_array_equal(ccb1, b["ccb1"])
+
+
+def test_initialize_wdata_with_octave_stream():
+    from pykilosort.random import OctaveStream
+    from pykilosort.reorder import initialize_wdata
+
+    r = ref("ks2_initwdata.mat")
+    w, mu, wheights, irand = initialize_wdata(
+        call=r["call_i"].ravel().astype(int) - 1, uproj=r["uproj_i"], n_chan=int(r["Nchan_i"].item()),
+        n_pcs=int(r["nPCs_i"].item()), n_filt=int(r["Nfilt_i"].item()),
+        iC=r["iC_i"].astype(int) - 1, stream=OctaveStream(1))
+    np.testing.assert_array_equal(irand + 1, r["irand_i"].ravel())
+    np.testing.assert_array_equal(wheights + 1, r["Wheights_i"].ravel())
+    assert _rel(mu, r["mu_i"].ravel()) <= 1e-6 and _rel(w, r["W_i"]) <= 1e-6  # float32 sums
