@@ -292,3 +292,29 @@ def test_initialize_wdata_with_octave_stream():
     np.testing.assert_array_equal(irand + 1, r["irand_i"].ravel())
     np.testing.assert_array_equal(wheights + 1, r["Wheights_i"].ravel())
     assert _rel(mu, r["mu_i"].ravel()) <= 1e-6 and _rel(w, r["W_i"]) <= 1e-6  # float32 sums
+
+
+# ------------------------------------------------------------------ template bookkeeping
+def test_template_bookkeeping():
+    """getMeWtW2, triageTemplates2 (two rate drops and one duplicate), getMeUtU, memorizeW.
+    float32 products summed in another order: 1e-5 relative (measured ~1e-7)."""
+    from pykilosort.templates import (memorize_w, template_channel_overlap, template_similarity,
+                                      triage_templates)
+
+    r = ref("ks2_templates.mat")
+    W, U, mu, nsp, dWU = r["W"], r["U"], r["mu"].ravel(), r["nsp"].ravel(), r["dWU"]
+    cc, ilist2 = template_similarity(W, U, n_nearest=5)
+    assert _rel(cc, r["cc"]) <= 1e-5
+    np.testing.assert_array_equal(ilist2 + 1, r["iList2"])
+    out = triage_templates(W=W, U=U, dWU=dWU, mu=mu, nsp=nsp, ndrop=[0, 0], min_fr=1 / 50,
+                           NT=65600, fs=30000.0)
+    assert out[0].shape[1] == r["W1"].shape[1] == 9
+    for ours, key in zip(out, ["W1", "U1", "dWU1", "mu1", "nsp1", "ndrop1"]):
+        np.testing.assert_array_equal(np.asarray(ours).ravel(), r[key].ravel())
+    utu, mask_u, ilist = template_channel_overlap(iW=r["iW"].ravel() - 1, iC=r["iC"] - 1,
+                                                  mask=r["mask"], n_nearest=6)
+    np.testing.assert_array_equal(utu, r["UtU"].astype(bool))
+    np.testing.assert_array_equal(mask_u, r["maskU"])
+    np.testing.assert_array_equal(ilist + 1, r["iList"])
+    wraw = memorize_w(W=out[0], dWU=out[2], U=out[1], mu=out[3])["Wraw"]
+    assert _rel(wraw, r["Wraw"]) <= 1e-5
