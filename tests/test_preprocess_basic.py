@@ -127,3 +127,17 @@ def test_matlab_compat_single_batch_is_a_clear_error(tmp_path, rng):
     # the default (fixed) divide handles a recording shorter than one batch
     ctx = run(path, probe=linear_probe(4), minfr_goodchannels=0, **FAST)
     assert ctx.intermediate.Nbatch == 1 and np.isfinite(ctx.intermediate.Wrot).all()
+
+
+@pytest.mark.parametrize("ks25", [False, True])
+def test_identical_output_on_rerun_and_across_thread_counts(tmp_path, ks25):
+    import hashlib
+
+    path = write_noise_with_spikes(tmp_path / "r.bin", n_samples=60000, n_channels=8)
+    digests = []
+    for n_threads in (2, 1, 2):
+        ctx = run(path, probe=linear_probe(8), clear_context=True, n_threads=n_threads,
+                  drift_correction=ks25, **FAST)
+        digests.append((hashlib.sha256(ctx.intermediate.proc.read_bytes()).hexdigest(),
+                        np.asarray(ctx.intermediate.Wrot).tobytes()))
+    assert digests[0] == digests[1] == digests[2]
