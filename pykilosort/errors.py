@@ -31,3 +31,7 @@ class DataQualityError(KilosortError, ValueError):
 
 class ContextError(KilosortError, RuntimeError):
     """A run folder or checkpoint that cannot be used."""
+
+
+class SpikeCapacityError(KilosortError, RuntimeError):
+    """More spikes in a batch than a kernel's capacity: raise the named capacity parameter."""
