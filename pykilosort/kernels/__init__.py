@@ -5,10 +5,11 @@ from .getspikes import detect_new_spikes
 from .lfilter import lfilter, lfilter_forward_backward
 from .preprocessing import common_reference, count_crossings, round_int16
 from .registry import registered
+from .svdsmall import TemplateSVD, template_svd
 from .thspkpc import ThresholdSpikes, threshold_spike_pcs
 from .wtw import template_cross_correlations
 
 __all__ = ["lfilter", "lfilter_forward_backward", "common_reference", "count_crossings",
            "round_int16", "threshold_spike_pcs", "ThresholdSpikes", "template_cross_correlations",
            "cluster_projections", "match_mask", "template_distances", "detect_new_spikes",
-           "registered"]
+           "template_svd", "TemplateSVD", "registered"]
