@@ -15,6 +15,7 @@ from .params import resolve_params
 from .pipeline import Step, run_steps
 from .preprocess import good_channels_step, preprocess_step, whitening_step
 from .probes import Probe, load_probe
+from .reorder import cluster_single_batches
 from .utils import write_text_atomic
 
 logger = logging.getLogger("pykilosort")
@@ -25,9 +26,10 @@ STEPS = [
     Step("good_channels", good_channels_step, "get_good_channels: igood"),
     Step("whitening", whitening_step, "get_whitening_matrix: Wrot, CC"),
     Step("preprocess", preprocess_step, "preprocessDataSub: filtered, whitened int16 proc file"),
+    Step("reorder", cluster_single_batches, "clusterSingleBatches: batch order iorig, ccb"),
 ]
 # Kilosort2 steps not yet ported; named so that stop_after gives a precise message.
-PLANNED_STEPS = ["datashift", "reorder", "learn", "postprocess", "export"]
+PLANNED_STEPS = ["datashift", "learn", "postprocess", "export"]
 
 
 def run(dat_path, probe=None, dir_path=None, output_dir=None, device="auto", stop_after=None,

@@ -206,3 +206,17 @@ def preprocess_step(ctx: Context) -> dict:
     return {"proc": path, "Nbatch": nbatch, "NT": ctx.params.NT,
             "proc_layout": "channel_fastest" if ctx.derived.ks25 else "time_fastest",
             "chanMap": probe.chanMap, "xc": probe.xc, "yc": probe.yc, "kcoords": probe.kcoords}
+
+
+def proc_batch_reader(ctx: Context):
+    """``read(ibatch) -> (NT, Nchan) int16`` over the proc file of ``ctx`` (either layout)."""
+    nt, nchan, nbatch = int(ctx.params.NT), ctx.probe_good.Nchan, int(ctx.intermediate.Nbatch)
+    proc = np.memmap(ctx.intermediate.proc, np.int16, mode="r", shape=(nbatch, nt * nchan))
+    channel_fastest = ctx.intermediate.get("proc_layout") == "channel_fastest"
+
+    def read(ibatch: int) -> np.ndarray:
+        block = np.asarray(proc[ibatch])
+        if channel_fastest:
+            return block.reshape(nt, nchan)
+        return block.reshape(nchan, nt).T  # time fastest: a Fortran (NT, Nchan) view
+    return read

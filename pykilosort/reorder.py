@@ -1,9 +1,16 @@
 """Kilosort2 batch reordering (clusterSingleBatches.m, sortBatches2.m)."""
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
-__all__ = ["sort_batches", "initialize_wdata"]
+from .logs import progress
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["sort_batches", "initialize_wdata", "cluster_batch", "batch_dissimilarity",
+           "cluster_single_batches"]
 
 
 def sort_batches(ccb0: np.ndarray, *, n_iter: int = 200, eta: float = 1.0):
@@ -52,3 +59,121 @@ def initialize_wdata(*, call: np.ndarray, uproj: np.ndarray, n_chan: int, n_pcs:
     w = w / (np.float32(1e-5) + mu)
     first_pc = w.reshape(n_pcs, n_chan, n_filt, order="F")[0] ** 2
     return w, mu, first_pc.argmax(axis=0), irand
+
+
+# ---------------------------------------------------------------------- clusterSingleBatches
+_KMEANS_ITERS = 10        # clusterSingleBatches: k-means iterations per batch
+_NCHAN_NEAR_MAX = 17      # min(Nchan, 2*8+1) neighbours (the original's NchanMax in mexThSpkPC)
+_NRANK_PC = 3             # the original hard-codes 3 PC features per channel here
+
+
+def cluster_batch(*, uproj, call, iC, n_chan: int, n_filt: int, stream):
+    """k-means of one batch's spikes in PC space (clusterSingleBatches.m's inner loop).
+
+    Returns (W0 (3, NchanNear, n_filt) float32 unit-norm templates on their best channel's
+    neighbourhood, mu (n_filt,), nsp (n_filt,), wheights (n_filt,) 0-based best channels).
+    """
+    from .kernels import cluster_projections, match_mask
+
+    n_pcs = _NRANK_PC
+    w, mu, wheights, _ = initialize_wdata(call=call, uproj=uproj, n_chan=n_chan, n_pcs=n_pcs,
+                                          n_filt=n_filt, iC=iC, stream=stream)
+    for _ in range(_KMEANS_ITERS):
+        res = cluster_projections(uproj=uproj, W=np.asfortranarray(w, np.float32),
+                                  mu=np.asarray(mu, np.float32), call=call,
+                                  iMatch=match_mask(iC=iC, best_channels=wheights), iC=iC)
+        nsp = res.nsp
+        dwu = res.dWU / (np.float32(1e-5) + nsp.astype(np.float32))
+        mu = np.sqrt((dwu ** 2).sum(axis=0))
+        w = dwu / (np.float32(1e-5) + mu)
+        wheights = (w.reshape(n_pcs, n_chan, n_filt, order="F")[0] ** 2).argmax(axis=0)
+    w3 = w.reshape(n_pcs, n_chan, n_filt, order="F")
+    w0 = np.stack([w3[:, iC[:, wheights[t]], t] for t in range(n_filt)], axis=2)
+    w0 = w0 / (np.float32(1e-5) + np.sqrt((w0 ** 2).sum(axis=(0, 1))))
+    return w0.astype(np.float32), mu.astype(np.float32), nsp, wheights
+
+
+def batch_dissimilarity(*, Ws, mus, ns, Whs, iC, n_chan: int) -> np.ndarray:
+    """(nBatches, nBatches) dissimilarity ccb: spike-weighted mean template distance between
+    batches (clusterSingleBatches.m, second loop), before z-scoring."""
+    from .kernels import match_mask, template_distances
+
+    n_pcs, n_near, n_filt, n_batches = Ws.shape
+    ccb = np.zeros((n_batches, n_batches), np.float32)
+    for ib in range(n_batches):
+        w = np.zeros((n_pcs, n_chan, n_filt), np.float32, order="F")
+        for t in range(n_filt):
+            w[:, iC[:, Whs[t, ib]], t] = Ws[:, :, t, ib]
+        res = template_distances(Ws=Ws, W=w, iMatch=match_mask(iC=iC, best_channels=Whs[:, ib]),
+                                 iC=iC, Wh=Whs, mus=mus, mu=mus[:, ib])
+        ds = np.maximum(0, np.asarray(res.ds).reshape(n_filt, n_batches, order="F"))
+        ccb[ib] = (np.sqrt(ds) * ns).mean(axis=0) / ns.mean(axis=0)
+    return ccb
+
+
+def cluster_single_batches(ctx) -> dict:
+    """KS2 batch reordering: per-batch k-means templates, their pairwise distances, and a 1-D
+    embedding of the batches; returns rez fields iorig (0-based order), ccb, ccbsort, xs.
+
+    The original clusters batch min(nBatches-1, i) for i = 1..nBatches: the last batch is never
+    used and the one before it twice. ``matlab_compat=True`` keeps that; by default each batch is
+    clustered once. A batch with too few spikes reuses the previous batch's templates, as in the
+    original.
+    """
+    from .kernels import threshold_spike_pcs
+    from .neighbours import get_closest_channels
+    from .preprocess import proc_batch_reader
+    from .random import make_stream
+    from .snippets import extract_pc_from_snippets
+
+    p, probe = ctx.params, ctx.probe_good
+    nbatch = int(ctx.intermediate.Nbatch)
+    if not p.reorder or nbatch < 2:
+        return {"iorig": np.arange(nbatch), "ccb": np.zeros((nbatch, nbatch), np.float32)}
+    stream = make_stream(p.random_stream, p.CSBseed if p.CSBseed is not None else p.seed)
+    read = proc_batch_reader(ctx)
+    nt0min = ctx.derived.nt0min
+    wpca = extract_pc_from_snippets(read, Nbatch=nbatch, nt0=p.nt0, nt0min=nt0min,
+                                    scaleproc=p.scaleproc, spk_th=p.spkTh, loc_range=p.loc_range,
+                                    long_range=p.long_range, n_pcs=_NRANK_PC)
+    n_chan, n_filt = probe.Nchan, int(np.ceil(probe.Nchan / 2))
+    iC = get_closest_channels(xc=probe.xc, yc=probe.yc, sigma_mask=p.sigmaMask,
+                              n_closest=min(n_chan, _NCHAN_NEAR_MAX))[0]
+    Ws = np.zeros((_NRANK_PC, iC.shape[0], n_filt, nbatch), np.float32, order="F")
+    mus = np.zeros((n_filt, nbatch), np.float32, order="F")
+    ns = np.zeros((n_filt, nbatch), np.float32)
+    Whs = np.zeros((n_filt, nbatch), np.int64)
+    last = None
+    for ib in progress(range(nbatch), desc="reorder: cluster batches", total=nbatch):
+        k = min(nbatch - 2, ib) if p.matlab_compat else ib
+        data = read(k).astype(np.float32) / np.float32(p.scaleproc)
+        spikes = threshold_spike_pcs(data=data, wpca=wpca[:, :_NRANK_PC].astype(np.float32), iC=iC,
+                                     nt0min=nt0min, spk_th=p.ThPre)
+        uproj, call = np.asarray(spikes.features), np.asarray(spikes.channels)
+        order = np.lexsort(uproj[::-1])  # sortrows(uproj'): the spike order no longer matters
+        uproj, call = np.asfortranarray(uproj[:, order]), call[order]
+        if np.isnan(uproj).any():
+            break
+        if uproj.shape[1] > n_filt:
+            last = cluster_batch(uproj=uproj, call=call, iC=iC, n_chan=n_chan, n_filt=n_filt,
+                                 stream=stream)
+        if last is not None:
+            Ws[..., ib], mus[:, ib], ns[:, ib], Whs[:, ib] = last
+        else:
+            logger.warning("batch %d has only %d spikes (< %d templates)", ib, uproj.shape[1], n_filt)
+    if last is None:
+        logger.warning("no batch has more than %d spikes crossing ThPre=%g: batches keep their "
+                       "order (is the recording empty, or ThPre too high?)", n_filt, p.ThPre)
+        return {"iorig": np.arange(nbatch), "ccb": np.zeros((nbatch, nbatch))}
+    ccb = batch_dissimilarity(Ws=Ws, mus=mus, ns=ns, Whs=Whs, iC=iC, n_chan=n_chan)
+    ccb0 = _zscore_columns(ccb)
+    ccb0 = ccb0 + ccb0.T
+    ccbsort, iorig, xs = sort_batches(ccb0)
+    return {"iorig": iorig, "ccb": ccb0, "ccbsort": ccbsort, "xs": xs}
+
+
+def _zscore_columns(x: np.ndarray) -> np.ndarray:
+    """MATLAB zscore(x, 1, 1): population std per column; a constant column becomes 0."""
+    x = np.nan_to_num(np.asarray(x, np.float64))  # 0/0 for batches without templates
+    sd = x.std(axis=0)
+    return (x - x.mean(axis=0)) / np.where(sd == 0, 1, sd)

@@ -13,7 +13,7 @@ from pykilosort.utils import atomic_path, save_npy_atomic
 
 from conftest import linear_probe, write_noise_with_spikes
 
-ALL = ["good_channels", "whitening", "preprocess"]
+ALL = ["good_channels", "whitening", "preprocess", "reorder"]
 FAST = dict(NT=8192, nSkipCov=2, device="cpu")
 
 
@@ -40,8 +40,9 @@ def test_second_run_skips_everything_and_loads_outputs(rec):
 @pytest.mark.parametrize("change, expected", [
     (dict(minfr_goodchannels=0.5), ALL),                    # read by the first step
     (dict(fshigh=300.0), ALL),                              # read by all three
-    (dict(nSkipCov=3), ["whitening", "preprocess"]),
-    (dict(scaleproc=100.0), ["whitening", "preprocess"]),
+    (dict(nSkipCov=3), ["whitening", "preprocess", "reorder"]),
+    (dict(scaleproc=100.0), ["whitening", "preprocess", "reorder"]),
+    (dict(ThPre=7.0), ["reorder"]),                         # read only by the last step
     (dict(Th=(9.0, 3.0), lam=5.0), []),                     # read only by later (unported) steps
     (dict(trange=(0.0, 1.5)), ALL),                         # an input: changes the base key
 ])
@@ -76,7 +77,7 @@ def test_killed_mid_step_resumes_at_that_step(rec, monkeypatch):
     assert not (folder / "proc.dat").exists(), "a half-written proc file was left under its real name"
     assert not list(folder.glob(".*.tmp")), "temporary files were left behind"
     monkeypatch.setattr(preprocess_module, "write_proc", original)
-    assert _run(rec).steps_run == ["preprocess"]
+    assert _run(rec).steps_run == ["preprocess", "reorder"]
 
 
 @pytest.mark.parametrize("damage, words", [
@@ -89,7 +90,7 @@ def test_damaged_checkpoint_is_recomputed_with_warning(rec, caplog, damage, word
     damage(rec[0].parent / ".kilosort" / "rec" / "Wrot.npy")
     with caplog.at_level(logging.WARNING, logger="pykilosort"):
         ctx = _run(rec)
-    assert ctx.steps_run == ["whitening"]  # later keys are unchanged: preprocess stays valid
+    assert ctx.steps_run == ["whitening"]  # later keys are unchanged: later steps stay valid
     assert any(words in r.getMessage() and "Wrot.npy" in r.getMessage() for r in caplog.records)
 
 
