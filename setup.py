@@ -29,7 +29,7 @@ setup(
     extras_require={
         "cuda12": ["cupy-cuda12x>=13"],
         "cuda13": ["cupy-cuda13x>=14"],
-        "test": ["pytest>=7", "pytest-timeout", "wheel"],
+        "test": ["pytest>=7", "pytest-timeout", "wheel", "matplotlib"],
         "bench": ["spikeinterface>=0.101", "psutil", "matplotlib"],
     },
     entry_points={"console_scripts": ["pykilosort = pykilosort.cli:main"]},

@@ -85,6 +85,7 @@ def run(dat_path, probe=None, dir_path=None, output_dir=None, device="auto", sto
             ctx.clear()
         ctx.write_inputs()
         run_steps(ctx, STEPS, stop_after=stop_after)
+        _figures(ctx, output_dir)
         if stop_after is None:
             logger.info("the pipeline currently ends after %r (not yet ported: %s)", STEPS[-1].name,
                         ", ".join(PLANNED_STEPS))
@@ -99,6 +100,18 @@ def run(dat_path, probe=None, dir_path=None, output_dir=None, device="auto", sto
         logger.removeHandler(handler)
         handler.close()
         logger.setLevel(previous_level)
+
+
+def _figures(ctx: Context, output_dir: Path) -> None:
+    """Figures of the steps that ran (skipped quietly for steps that did not)."""
+    from .plots import plot_reorder
+
+    it = ctx.intermediate
+    if "xs" in it:
+        path = plot_reorder(ccb=it.ccb, ccbsort=it.ccbsort, xs=it.xs, iorig=it.iorig,
+                            path=output_dir / "reorder.png")
+        if path is not None:
+            logger.info("batch reordering figure: %s", path)
 
 
 def _check_stop_after(stop_after) -> None:

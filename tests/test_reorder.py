@@ -44,3 +44,10 @@ def test_matlab_compat_clusters_the_second_last_batch_twice(drifting, tmp_path):
               matlab_compat=True)
     assert sorted(ctx.intermediate.iorig.tolist()) == list(range(int(ctx.intermediate.Nbatch)))
     assert np.isfinite(ctx.intermediate.ccb).all()
+
+
+def test_reorder_figure_is_written(drifting, tmp_path):
+    ctx = run(drifting.bin_path, probe=drifting.probe, dir_path=tmp_path, device="cpu")
+    png = tmp_path / "output" / "reorder.png"
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "xs" in ctx.intermediate
