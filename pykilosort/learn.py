@@ -1,0 +1,136 @@
+"""Template learning: learnTemplates.m of Kilosort2 v2.0 (learnAndSolve8b's first half).
+
+Batches are visited in ``learning_order``: the first half of the reordered batches backwards,
+then forwards. On each batch the running-average waveforms dWU are compressed to rank-3
+templates (template_svd), matched against the data (match_templates), updated with momentum
+from the matched spikes, thinned every 5 batches (triage_templates) and extended with new
+templates found in the residual (detect_new_spikes).
+"""
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+
+from .kernels import detect_new_spikes, match_templates, template_svd
+from .logs import progress
+from .neighbours import get_closest_channels
+from .random import make_stream
+from .snippets import extract_templates_from_snippets
+from .templates import memorize_w, template_channel_overlap, triage_templates
+from .upsampling import get_kernels
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["learning_order", "learn_templates"]
+
+_NRANK_PC, _NRANK = 6, 3    # generic waveforms for detection; rank of the templates
+_P1 = 0.95                  # decay of the spike-count estimate per batch
+_NEW_TEMPLATE_MU = 10.0     # amplitude given to a template born from the residual
+
+
+def learning_order(iorig: np.ndarray) -> np.ndarray:
+    """iorig([ihalf:-1:1 1:ihalf]) (0-based): the first half of the sorted batches, back and forth."""
+    ihalf = math.ceil(len(iorig) / 2)
+    return np.concatenate([iorig[ihalf - 1::-1], iorig[:ihalf]])
+
+
+def _project(snippets: np.ndarray, wpca: np.ndarray) -> np.ndarray:
+    """wPCAd * (wPCAd' * dWU(:,:)): keep each (nt0,) waveform's part in the PC subspace (float64)."""
+    s = np.asarray(snippets, np.float64)
+    flat = s.reshape(s.shape[0], -1, order="F")
+    return (wpca @ (wpca.T @ flat)).reshape(s.shape, order="F")
+
+
+def learn_templates(ctx, iorder: np.ndarray) -> dict:
+    """Run learnTemplates over batches ``iorder`` (0-based); returns rez fields W, U, mu, dWU,
+    Wraw, nsp, simScore, iNeighPC, iNeigh (0-based), wPCA, wTEMP."""
+    from .preprocess import proc_batch_reader
+
+    p, probe, d = ctx.params, ctx.probe_good, ctx.derived
+    read = proc_batch_reader(ctx)
+    stream = make_stream(p.random_stream, p.LTseed if p.LTseed is not None else p.seed)
+    wtemp, wpca6 = extract_templates_from_snippets(
+        read, Nbatch=int(ctx.intermediate.Nbatch), nskip=p.nskip, nt0=p.nt0, nt0min=d.nt0min,
+        scaleproc=p.scaleproc, spk_th=-6.0, stream=stream, loc_range=p.loc_range,
+        long_range=p.long_range, n_pcs=_NRANK_PC)
+    wpca = wpca6[:, :_NRANK].astype(np.float64)
+    n_chan = probe.Nchan
+    n_near = min(n_chan, 32)
+    iC, mask, c2c = get_closest_channels(xc=probe.xc, yc=probe.yc, sigma_mask=p.sigmaMask,
+                                         n_closest=n_near)
+    ka, kb = get_kernels(nt0=p.nt0, nt0min=d.nt0min)
+    w0 = np.asfortranarray(wpca[:, None, :])                      # (nt0, 1, 3)
+    pmi = np.exp(-1.0 / np.linspace(p.momentum[0], p.momentum[1], len(iorder)))
+    m0 = p.minFR * p.NT / p.fs
+    n_filt_max = p.nfilt_factor * n_chan
+    detect = dict(templates=wtemp, iC=iC, th=p.Th[0], n_sum=min(n_chan, 7))
+    st = _State()
+    for ib, k in enumerate(progress(iorder, desc="learn templates", total=len(iorder))):
+        data = np.asfortranarray(read(int(k)), dtype=np.float32) / np.float32(p.scaleproc)
+        if ib == 0:
+            st.start(_project(detect_new_spikes(data, **detect).snippets, wpca), w0, m0)
+        iW = np.abs(st.dWU[d.nt0min - 1]).argmax(axis=0)          # best channel of each template
+        order = np.argsort(iW, kind="stable")
+        iW, st.W, st.dWU, st.nsp = iW[order], st.W[:, order], st.dWU[:, :, order], st.nsp[order]
+        svd = template_svd(np.asfortranarray(st.dWU), np.asfortranarray(st.W), iC=iC, iW=iW, Ka=ka,
+                           Kb=kb, nt0min=d.nt0min)
+        st.W, st.U, st.mu = svd.W, svd.U, np.asarray(svd.mu, np.float64).ravel()
+        utu, _, _ = template_channel_overlap(iW=iW, iC=iC, mask=mask)
+        res = match_templates(data, U=st.U.astype(np.float32), W=st.W.astype(np.float32),
+                              mu=st.mu.astype(np.float32), iC=iC, iW=iW, UtU=utu, th=p.Th[0],
+                              th_average=p.Th[0], lam=p.lam, stable_mode=p.useStableMode)
+        nsp0 = np.asarray(res.nsp, np.float64)
+        fexp = np.exp(nsp0 * np.log(pmi[ib]))
+        st.dWU = st.dWU * fexp + (1 - fexp) * (np.asarray(res.dWU) / np.maximum(1, nsp0))
+        st.nsp = st.nsp * _P1 + (1 - _P1) * nsp0
+        if ib < len(iorder) - 1:
+            if ib % 5 == 0:
+                st.triage(p, iW)
+            new = detect_new_spikes(np.asfortranarray(res.residual), **detect).snippets
+            if new.shape[2]:
+                st.add(_project(new, wpca), w0, m0, n_filt_max)
+    st.triage(p, None)
+    return st.finish(iC=iC, n_near=n_near, nt0min=d.nt0min, wpca=wpca, wtemp=wtemp)
+
+
+class _State:
+    """The evolving templates: W (nt0, Nfilt, 3), U, mu, dWU (nt0, Nchan, Nfilt), nsp, drops."""
+
+    def start(self, dWU, w0, m0):
+        n = dWU.shape[2]
+        self.dWU, self.W = dWU, np.repeat(w0, n, axis=1)
+        self.nsp, self.mu, self.U = np.full(n, m0), np.zeros(n), None
+        self.ndrop = np.zeros(2)
+
+    def triage(self, p, iW):
+        out = triage_templates(W=self.W, U=self.U, dWU=self.dWU, mu=self.mu, nsp=self.nsp,
+                               ndrop=self.ndrop, min_fr=p.minFR, NT=p.NT, fs=p.fs)
+        self.W, self.U, self.dWU, self.mu, self.nsp, self.ndrop = out
+
+    def add(self, dWU0, w0, m0, n_filt_max):
+        n = dWU0.shape[2]
+        self.dWU = np.concatenate([self.dWU, dWU0], axis=2)[:, :, :n_filt_max]
+        self.W = np.concatenate([self.W, np.repeat(w0, n, axis=1)], axis=1)[:, :n_filt_max]
+        self.nsp = np.concatenate([self.nsp, np.full(n, m0)])[:n_filt_max]
+        self.mu = np.concatenate([self.mu, np.full(n, _NEW_TEMPLATE_MU)])[:n_filt_max]
+
+    def finish(self, *, iC, n_near, nt0min, wpca, wtemp) -> dict:
+        from .kernels import template_cross_correlations
+
+        W32, U32 = self.W.astype(np.float32), self.U.astype(np.float32)
+        wtw = None
+        for i in range(_NRANK):
+            for j in range(_NRANK):
+                wtw = template_cross_correlations(W1=np.asfortranarray(W32[:, :, i]),
+                                                  W2=np.asfortranarray(W32[:, :, j]),
+                                                  UtU=np.asfortranarray(U32[:, :, i].T @ U32[:, :, j]),
+                                                  out=wtw, accumulate=wtw is not None)
+        cc = wtw.max(axis=2)
+        ineigh = np.argsort(-cc, axis=0, kind="stable")[np.arange(n_near) % cc.shape[0]]
+        iW = np.abs(self.dWU[nt0min - 1]).argmax(axis=0)
+        rez = memorize_w(W=self.W, dWU=self.dWU, U=self.U, mu=self.mu)
+        rez.update(nsp=self.nsp, simScore=cc, iNeighPC=iC[:, iW], iNeigh=ineigh, wPCA=wpca,
+                   wTEMP=wtemp)
+        return rez
