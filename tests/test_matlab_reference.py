@@ -4,7 +4,6 @@ The reference arrays are in matlab_reference/data (see matlab_reference/README.m
 made and why each tolerance is what it is). Their inputs are regenerated here from the recipe; a
 changed generator is reported as stale references rather than as a port regression.
 """
-import hashlib
 import json
 import math
 import sys
