@@ -111,7 +111,8 @@ _TABLE = [
     _P("matlab_compat", "bool", False, ("good_channels", "whitening", "preprocess", "learn"),
        "reproduce the original's known bugs exactly (README: 'Legacy quirks')"),
     # --- KS2.5 drift correction ---------------------------------------------------------------
-    _P("drift_correction", "bool", False, ("good_channels", "whitening", "preprocess", "datashift"),
+    _P("drift_correction", "bool", False, ("good_channels", "whitening", "preprocess", "datashift",
+                                           "reorder"),
        "Kilosort 2.5: its preprocessing (all channels kept, cross-faded batches) and datashift drift "
        "correction instead of KS2 batch reordering",
        aliases=("perform_drift_registration",)),

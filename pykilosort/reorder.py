@@ -107,7 +107,9 @@ def batch_dissimilarity(*, Ws, mus, ns, Whs, iC, n_chan: int) -> np.ndarray:
         res = template_distances(Ws=Ws, W=w, iMatch=match_mask(iC=iC, best_channels=Whs[:, ib]),
                                  iC=iC, Wh=Whs, mus=mus, mu=mus[:, ib])
         ds = np.maximum(0, np.asarray(res.ds).reshape(n_filt, n_batches, order="F"))
-        ccb[ib] = (np.sqrt(ds) * ns).mean(axis=0) / ns.mean(axis=0)
+        total = ns.mean(axis=0)  # 0 for a batch without templates: no distance to weigh (0)
+        ccb[ib] = np.divide((np.sqrt(ds) * ns).mean(axis=0), total, out=np.zeros(n_batches,
+                            np.float32), where=total > 0)
     return ccb
 
 
@@ -128,6 +130,10 @@ def cluster_single_batches(ctx) -> dict:
 
     p, probe = ctx.params, ctx.probe_good
     nbatch = int(ctx.intermediate.Nbatch)
+    if p.drift_correction:
+        logger.info("drift_correction=True (Kilosort 2.5): batches are not reordered by "
+                    "clusterSingleBatches; datashift corrects drift instead")
+        return {"iorig": np.arange(nbatch), "ccb": np.zeros((nbatch, nbatch))}
     if not p.reorder or nbatch < 2:
         return {"iorig": np.arange(nbatch), "ccb": np.zeros((nbatch, nbatch), np.float32)}
     stream = make_stream(p.random_stream, p.CSBseed if p.CSBseed is not None else p.seed)
@@ -174,6 +180,6 @@ def cluster_single_batches(ctx) -> dict:
 
 def _zscore_columns(x: np.ndarray) -> np.ndarray:
     """MATLAB zscore(x, 1, 1): population std per column; a constant column becomes 0."""
-    x = np.nan_to_num(np.asarray(x, np.float64))  # 0/0 for batches without templates
+    x = np.asarray(x, np.float64)
     sd = x.std(axis=0)
     return (x - x.mean(axis=0)) / np.where(sd == 0, 1, sd)

@@ -51,3 +51,10 @@ def test_reorder_figure_is_written(drifting, tmp_path):
     png = tmp_path / "output" / "reorder.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "xs" in ctx.intermediate
+
+
+def test_kilosort25_mode_does_not_reorder(drifting, tmp_path):
+    ctx = run(drifting.bin_path, probe=drifting.probe, dir_path=tmp_path, device="cpu",
+              drift_correction=True)
+    np.testing.assert_array_equal(ctx.intermediate.iorig, np.arange(int(ctx.intermediate.Nbatch)))
+    assert "reorder" in ctx.steps_run and "xs" not in ctx.intermediate
