@@ -15,6 +15,7 @@ from .params import resolve_params
 from .pipeline import Step, run_steps
 from .preprocess import good_channels_step, preprocess_step, whitening_step
 from .probes import Probe, load_probe
+from .extract import learn_step
 from .reorder import cluster_single_batches
 from .utils import write_text_atomic
 
@@ -27,9 +28,10 @@ STEPS = [
     Step("whitening", whitening_step, "get_whitening_matrix: Wrot, CC"),
     Step("preprocess", preprocess_step, "preprocessDataSub: filtered, whitened int16 proc file"),
     Step("reorder", cluster_single_batches, "clusterSingleBatches: batch order iorig, ccb"),
+    Step("learn", learn_step, "learnAndSolve8b: templates, then spikes st3 with features"),
 ]
 # Kilosort2 steps not yet ported; named so that stop_after gives a precise message.
-PLANNED_STEPS = ["datashift", "learn", "postprocess", "export"]
+PLANNED_STEPS = ["datashift", "postprocess", "export"]
 
 
 def run(dat_path, probe=None, dir_path=None, output_dir=None, device="auto", stop_after=None,

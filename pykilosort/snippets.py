@@ -10,6 +10,7 @@ from typing import Callable
 
 import numpy as np
 
+from .errors import DataQualityError
 from .peaks import isolated_peaks_new
 
 __all__ = ["get_spike_sample", "extract_pc_from_snippets", "extract_templates_from_snippets",
@@ -77,8 +78,10 @@ def extract_templates_from_snippets(read_batch: Callable[[int], np.ndarray], *, 
             break
     dd = np.concatenate(chunks, axis=1) if chunks else np.zeros((nt0, 0), np.float32)
     if dd.shape[1] < n_pcs:
-        raise ValueError(f"only {dd.shape[1]} isolated spikes found in the proc file; at least "
-                         f"{n_pcs} are needed to initialise the templates (check spkTh).")
+        raise DataQualityError(
+            f"only {dd.shape[1]} isolated spikes found in the proc file; at least {n_pcs} are "
+            "needed to initialise the templates: is the recording mostly noise, or spkTh too high? "
+            "(stop_after='reorder' runs everything before template learning)")
     w_temp = _spherical_kmeans(dd, dd[:, stream.randperm(dd.shape[1], n_pcs)])
     w_pca = eig_components(dd.astype(np.float64), n_pcs).astype(np.float32)
     w_pca[:, 0] = -w_pca[:, 0] * np.sign(w_pca[nt0min - 1, 0])

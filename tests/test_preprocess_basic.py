@@ -16,6 +16,7 @@ from conftest import linear_probe, write_noise_with_spikes
 from naive import gpufilter_naive as _gpufilter_reference
 
 FAST = dict(NT=8192, nSkipCov=2, device="cpu")
+PRE = dict(FAST, stop_after="preprocess")  # these tests are about the steps up to the proc file
 
 
 @pytest.mark.parametrize("car", [True, False])
@@ -76,7 +77,7 @@ def test_minfr_zero_keeps_every_channel(rec):
 
 
 def test_proc_file_is_filter_crop_whiten_round_in_matlab_layout(rec):
-    ctx = run(rec, probe=linear_probe(8), **FAST)
+    ctx = run(rec, probe=linear_probe(8), **PRE)
     p, d = ctx.params, ctx.derived
     nchan = int(ctx.intermediate.igood.sum())
     proc = np.fromfile(ctx.intermediate.proc, np.int16)
@@ -96,7 +97,7 @@ def test_whitened_noise_is_decorrelated(tmp_path, rng):
     n, c = 60000, 8
     mix = np.eye(c) + 0.6 * np.eye(c, k=1) + 0.6 * np.eye(c, k=-1)
     (rng.standard_normal((n, c)) @ mix * 30).astype(np.int16).tofile(tmp_path / "c.bin")
-    ctx = run(tmp_path / "c.bin", probe=linear_probe(c), minfr_goodchannels=0, **FAST)
+    ctx = run(tmp_path / "c.bin", probe=linear_probe(c), minfr_goodchannels=0, **PRE)
     proc = np.fromfile(ctx.intermediate.proc, np.int16).reshape(-1, c, ctx.params.NT)
     x = proc[1].astype(float)
     corr = np.corrcoef(x)
@@ -123,9 +124,9 @@ def test_matlab_compat_single_batch_is_a_clear_error(tmp_path, rng):
     path = tmp_path / "short.bin"
     (rng.standard_normal((5000, 4)) * 50).astype(np.int16).tofile(path)
     with pytest.raises(DataQualityError, match=r"ceil\(\(Nbatch-1\)/nSkipCov\).*0 for a single batch"):
-        run(path, probe=linear_probe(4), minfr_goodchannels=0, matlab_compat=True, **FAST)
+        run(path, probe=linear_probe(4), minfr_goodchannels=0, matlab_compat=True, **PRE)
     # the default (fixed) divide handles a recording shorter than one batch
-    ctx = run(path, probe=linear_probe(4), minfr_goodchannels=0, **FAST)
+    ctx = run(path, probe=linear_probe(4), minfr_goodchannels=0, **PRE)
     assert ctx.intermediate.Nbatch == 1 and np.isfinite(ctx.intermediate.Wrot).all()
 
 
@@ -137,7 +138,7 @@ def test_identical_output_on_rerun_and_across_thread_counts(tmp_path, ks25):
     digests = []
     for n_threads in (2, 1, 2):
         ctx = run(path, probe=linear_probe(8), clear_context=True, n_threads=n_threads,
-                  drift_correction=ks25, **FAST)
+                  drift_correction=ks25, **PRE)
         digests.append((hashlib.sha256(ctx.intermediate.proc.read_bytes()).hexdigest(),
                         np.asarray(ctx.intermediate.Wrot).tobytes()))
     assert digests[0] == digests[1] == digests[2]

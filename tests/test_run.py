@@ -15,6 +15,7 @@ from conftest import linear_probe, write_noise_with_spikes
 from test_params import SPIKEINTERFACE_KWARGS
 
 FAST = dict(NT=8192, nSkipCov=2, device="cpu")
+PRE = dict(FAST, stop_after="preprocess")  # these tests are about the steps up to the proc file
 
 
 @pytest.fixture
@@ -41,7 +42,7 @@ def test_spikeinterface_wrapper_call(dat, tmp_path):
 
 
 def test_log_file_has_versions_device_params_and_step_costs(dat):
-    run(dat, probe=linear_probe(8), **FAST)
+    run(dat, probe=linear_probe(8), **PRE)
     log = (dat.parent / "output" / "pykilosort.log").read_text()
     for needle in ("pykilosort 0.", "numpy ", "numba ", "device: cpu", "resolved params",
                    '"fshigh": 150.0', "step preprocess     done in", "peak memory"):
@@ -50,30 +51,30 @@ def test_log_file_has_versions_device_params_and_step_costs(dat):
 
 def test_missing_probe(dat):
     with pytest.raises(ProbeError, match=r"no probe given.*pass probe=.*neuropixels1"):
-        run(dat, **FAST)
+        run(dat, **PRE)
 
 
 def test_channel_count_disagreement(dat):
     with pytest.raises(ProbeError, match=r"NchanTOT=8 but n_channels=9"):
-        run(dat, probe=linear_probe(8), n_channels=9, **FAST)
+        run(dat, probe=linear_probe(8), n_channels=9, **PRE)
 
 
 def test_wrong_channel_count_for_file_size(tmp_path):
     path = tmp_path / "rec.bin"
     np.zeros((1001, 7), np.int16).tofile(path)
     with pytest.raises(RawDataError, match=r"not a multiple of n_channels x itemsize = 8 x 2.*7"):
-        run(path, probe=linear_probe(8), **FAST)
+        run(path, probe=linear_probe(8), **PRE)
 
 
 def test_one_based_channel_map(dat):
     bunch = dict(NchanTOT=8, chanMap=np.arange(1, 9), xc=np.zeros(8), yc=np.arange(8) * 20.0)
     with pytest.raises(ProbeError, match="looks 1-based"):
-        run(dat, probe=bunch, **FAST)
+        run(dat, probe=bunch, **PRE)
 
 
 def test_unknown_parameter_via_run(dat):
     with pytest.raises(ParameterError, match="Did you mean 'minfr_goodchannels'"):
-        run(dat, probe=linear_probe(8), minfr_goodchanels=0.1, **FAST)
+        run(dat, probe=linear_probe(8), minfr_goodchanels=0.1, **PRE)
 
 
 def test_nan_samples_are_a_clear_error(tmp_path):
@@ -81,7 +82,7 @@ def test_nan_samples_are_a_clear_error(tmp_path):
     x[100:200, 3] = np.nan
     x.tofile(tmp_path / "f.bin")
     with pytest.raises(Exception, match=r"non-finite"):
-        run(tmp_path / "f.bin", probe=linear_probe(8), dtype="float32", minfr_goodchannels=0, **FAST)
+        run(tmp_path / "f.bin", probe=linear_probe(8), dtype="float32", minfr_goodchannels=0, **PRE)
 
 
 def test_meta_file_gives_channel_count_and_rate(tmp_path):
@@ -131,12 +132,13 @@ def test_cli_info_lists_kernels():
 
 def test_cli_demo_generates_and_sorts(tmp_path, capsys):
     out = tmp_path / "demo"
-    args = ["demo", "--output", str(out), "--channels", "16", "--units", "5", "--duration", "3",
+    args = ["demo", "--output", str(out), "--channels", "16", "--units", "8", "--duration", "10",
             "--nt", "8192", "--device", "cpu"]
     assert cli_main(args) == 0
-    assert "ran: good_channels, whitening, preprocess" in capsys.readouterr().out
-    assert (out / "synthetic.bin").stat().st_size == 3 * 30000 * 16 * 2
+    assert "ran: good_channels, whitening, preprocess, reorder, learn" in capsys.readouterr().out
+    assert (out / "synthetic.bin").stat().st_size == 10 * 30000 * 16 * 2
     assert (out / "synthetic_gt.npz").is_file() and (out / "output" / "pykilosort.log").is_file()
     assert (out / ".kilosort" / "synthetic" / "proc.dat").is_file()
+    assert (out / ".kilosort" / "synthetic" / "st3.npy").is_file()
     assert cli_main(args) == 0  # a second demo run resumes: nothing to recompute
     assert "ran: nothing, all up to date" in capsys.readouterr().out

@@ -1,0 +1,237 @@
+"""Spike extraction with the learned templates: runTemplates.m and trackAndSort.m (Kilosort2 v2.0).
+
+From the middle of the reordered batches, templates are tracked backwards to the first batch, then
+forwards from the middle to the last; on each batch they are re-compressed (template_svd), matched
+against the data with features (match_templates), and updated with a slow momentum. Spikes go to
+st3 (time, template, amplitude, vexp, batch); template and PC features are streamed to disk batch by
+batch, then assembled in the final spike order, so memory does not grow with the recording.
+
+Spike holes (MouseLand/Kilosort#594): the original scans template start times in 1024-sample
+blocks, so some stretches near each batch's end are never examined. By default every start time
+is examined and each batch owns a half-open range of trough times (consecutive batches' ranges
+tile the recording), so no spike is missed or found twice; ``matlab_compat=True`` keeps the
+original's geometry.
+"""
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+
+from .kernels import match_templates, template_cross_correlations, template_svd
+from .logs import progress
+from .neighbours import get_closest_channels
+from .templates import template_channel_overlap
+from .upsampling import get_kernels
+from .utils import atomic_path
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["st3_dtype", "owned_trough_range", "track_and_sort", "run_templates",
+           "template_neighbours"]
+
+_NRANK = 3
+
+
+def st3_dtype() -> np.dtype:
+    """The st3 record: trough sample (0-based, MATLAB's st3(:,1) value), template (0-based),
+    amplitude, vexp, and the position of the batch in the sorted order (0-based)."""
+    return np.dtype([("time", np.int64), ("template", np.int32), ("amplitude", np.float32),
+                     ("vexp", np.float32), ("batch", np.int32)])
+
+
+def owned_trough_range(k: int, *, nbatch: int, NT: int, ntbuff: int, nt0: int, nt0min: int):
+    """(lo, hi): the trough samples, counted within proc batch ``k``, that batch ``k`` keeps.
+
+    Batch k starts NT - ntbuff samples after batch k-1, and can find troughs in
+    [nt0min, NT - nt0 + nt0min]. Each batch keeps [c, NT - ntbuff + c), c = nt0min + (ntbuff -
+    nt0 + 1) // 2: these ranges tile the recording, and each lies inside what its batch sees.
+    The first batch keeps everything before, the last everything after.
+    """
+    if ntbuff < nt0 - 1:
+        raise ValueError(f"ntbuff={ntbuff} must be >= nt0-1={nt0 - 1} for batches to overlap "
+                         "enough to find every spike (or use matlab_compat=True)")
+    c = nt0min + (ntbuff - nt0 + 1) // 2
+    lo = -math.inf if k == 0 else c
+    hi = math.inf if k == nbatch - 1 else NT - ntbuff + c
+    return lo, hi
+
+
+def template_neighbours(W: np.ndarray, U: np.ndarray, n_nearest: int):
+    """getMeWtW: (WtW (Nfilt, Nfilt, 2*nt0-1) cross-correlations over lags, iList (n_nearest,
+    Nfilt) 0-based most similar templates by their best lag, indices wrapping as the original)."""
+    W32, U32 = W.astype(np.float32), U.astype(np.float32)
+    wtw = None
+    for i in range(_NRANK):
+        for j in range(_NRANK):
+            utu = np.asfortranarray(U32[:, :, i].T @ U32[:, :, j])
+            wtw = template_cross_correlations(W1=np.asfortranarray(W32[:, :, i]),
+                                              W2=np.asfortranarray(W32[:, :, j]), UtU=utu,
+                                              out=wtw, accumulate=wtw is not None)
+    cc = wtw.max(axis=2)
+    order = np.argsort(-cc, axis=0, kind="stable")
+    return wtw, order[np.arange(n_nearest) % cc.shape[0]]
+
+
+class _FeatureSink:
+    """Per-batch blocks of spikes and features written to disk, reassembled in batch order."""
+
+    def __init__(self, folder, nbatch: int):
+        self.folder, self.blocks = folder, [None] * nbatch
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def add(self, slot: int, st3: np.ndarray, fw: np.ndarray, fwpc: np.ndarray) -> None:
+        path = self.folder / f"batch{slot:06d}.npz"
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, st3=st3, fw=fw, fwpc=fwpc)
+        self.blocks[slot] = path
+
+    def assemble(self, ctx, *, n_nearest: int, n_near_pc: int):
+        """st3 (n,) record array in memory; cProj (n, n_nearest) and cProjPC (n, 3, n_near_pc)
+        float32 written block by block into .npy files of the context (memory-mapped)."""
+        counts = [0 if b is None else np.load(b)["st3"].size for b in self.blocks]
+        n = int(sum(counts))
+        st3 = np.empty(n, st3_dtype())
+        paths = {"cProj": ctx.output_path("cProj"), "cProjPC": ctx.output_path("cProjPC")}
+        with atomic_path(paths["cProj"]) as t1, atomic_path(paths["cProjPC"]) as t2:
+            cproj = np.lib.format.open_memmap(t1, "w+", np.float32, (n, n_nearest))
+            cprojpc = np.lib.format.open_memmap(t2, "w+", np.float32, (n, _NRANK, n_near_pc))
+            i = 0
+            for path, m in zip(self.blocks, counts):
+                if not m:
+                    continue
+                z = np.load(path)
+                st3[i:i + m] = z["st3"]
+                cproj[i:i + m] = z["fw"].T
+                cprojpc[i:i + m] = np.transpose(z["fwpc"], (2, 1, 0))
+                i += m
+            cproj.flush(), cprojpc.flush()
+            del cproj, cprojpc
+        for path in self.blocks:
+            if path is not None:
+                path.unlink()
+        return st3, paths
+
+
+def track_and_sort(ctx, rez: dict, iorder, slots, sink: _FeatureSink, *, read, iC, mask,
+                   ka, kb, ilist, wa, ua, mua) -> np.ndarray:
+    """trackAndSort over absolute batches ``iorder`` (their positions in the sorted order are
+    ``slots``); fills wa/ua/mua per batch; returns the spike-count estimate nsp."""
+    p, d = ctx.params, ctx.derived
+    W, U, mu = rez["W"].copy(), rez["U"], rez["mu"]
+    dwu = np.einsum("n,tnr,cnr->tcn", mu, W, U)          # mu * W_j U_j^T per template, double
+    iW = np.abs(dwu[d.nt0min - 1]).argmax(axis=0)
+    pm, nsp = math.exp(-1.0 / p.momentum[1]), np.zeros(W.shape[1])
+    nbatch = int(ctx.intermediate.Nbatch)
+    for k, slot in zip(progress(iorder, desc="extract spikes", total=len(iorder)), slots):
+        k = int(k)
+        data = np.asfortranarray(read(k), dtype=np.float32) / np.float32(p.scaleproc)
+        svd = template_svd(np.asfortranarray(dwu), np.asfortranarray(W), iC=iC, iW=iW, Ka=ka,
+                           Kb=kb, nt0min=d.nt0min)
+        W, U, mu = svd.W, svd.U, np.asarray(svd.mu, np.float64).ravel()
+        utu, _, _ = template_channel_overlap(iW=iW, iC=iC, mask=mask)
+        res = match_templates(
+            data, U=U.astype(np.float32), W=W.astype(np.float32), mu=mu.astype(np.float32),
+            iC=iC, iW=iW, UtU=utu, iList=ilist, wPCA=rez["wPCA"].astype(np.float32),
+            th=p.Th[-1], th_average=p.Th[0], lam=p.lam, template_features=True, pc_features=True,
+            stable_mode=p.useStableMode, legacy_block=1024 if p.matlab_compat else None)
+        nsp0 = np.asarray(res.nsp, np.float64)
+        fexp = np.exp(nsp0 * math.log(pm))
+        dwu = dwu * fexp + (1 - fexp) * (np.asarray(res.dWU) / np.maximum(1, nsp0))
+        nsp = nsp * 0.95 + 0.05 * nsp0
+        wa[..., k], ua[..., k], mua[:, k] = W, U, mu
+        sink.add(slot, *_batch_spikes(ctx, res, k, slot, nbatch))
+    return nsp
+
+
+def _batch_spikes(ctx, res, k: int, slot: int, nbatch: int):
+    """st3 records of one batch (sorted like sortrows(st3, [5 1 2 3 4])) and their features."""
+    p, d = ctx.params, ctx.derived
+    st0 = np.asarray(res.st, np.int64)
+    keep = np.ones(st0.size, bool)
+    if not p.matlab_compat:  # each batch keeps its own range of troughs: no holes, no doubles
+        lo, hi = owned_trough_range(k, nbatch=nbatch, NT=p.NT, ntbuff=p.ntbuff, nt0=p.nt0,
+                                    nt0min=d.nt0min)
+        keep = (st0 + d.nt0min >= lo) & (st0 + d.nt0min < hi)
+    ioffset = 0 if k == 0 else p.ntbuff
+    st3 = np.empty(int(keep.sum()), st3_dtype())
+    st3["time"] = d.nt0min + d.tstart - ioffset + (p.NT - p.ntbuff) * k + st0[keep]
+    st3["template"] = np.asarray(res.template)[keep]
+    st3["amplitude"] = np.asarray(res.amplitude)[keep]
+    st3["vexp"] = np.asarray(res.vexp)[keep]
+    st3["batch"] = slot
+    order = np.lexsort((st3["vexp"], st3["amplitude"], st3["template"], st3["time"]))
+    fw = np.asarray(res.template_features)[:, keep][:, order]
+    fwpc = np.asarray(res.pc_features)[:, :, keep][:, :, order]
+    return st3[order], fw, fwpc
+
+
+def run_templates(ctx, rez: dict, *, iorig: np.ndarray, istart: int) -> dict:
+    """runTemplates: extract spikes backwards from the batch ``istart`` (absolute id) to the
+    start of the sorted order, then forwards to its end; then compress the per-batch templates.
+
+    Returns rez fields st3 (record array, batches in sorted order), cProj / cProjPC (paths of
+    memory-mapped .npy files), WA, UA, muA, W_a, W_b, U_a, U_b, nsp.
+    """
+    from .preprocess import proc_batch_reader
+
+    p, probe = ctx.params, ctx.probe_good
+    iorig = np.asarray(iorig)
+    nbatch, nt0, n_chan, n_filt = iorig.size, p.nt0, probe.Nchan, rez["W"].shape[1]
+    n_near = min(n_chan, 32)
+    iC, mask, _ = get_closest_channels(xc=probe.xc, yc=probe.yc, sigma_mask=p.sigmaMask,
+                                       n_closest=n_near)
+    ka, kb = get_kernels(nt0=nt0, nt0min=ctx.derived.nt0min)
+    _, ilist = template_neighbours(rez["W"], rez["U"], n_near)
+    wa = np.zeros((nt0, n_filt, _NRANK, nbatch), np.float32)
+    ua = np.zeros((n_chan, n_filt, _NRANK, nbatch), np.float32)
+    mua = np.zeros((n_filt, nbatch), np.float32)
+    sink = _FeatureSink(ctx.path / "features_tmp", nbatch)
+    ihalf = int(np.flatnonzero(iorig == istart)[0])
+    kw = dict(read=proc_batch_reader(ctx), iC=iC, mask=mask, ka=ka, kb=kb, ilist=ilist, wa=wa,
+              ua=ua, mua=mua)
+    back = np.arange(ihalf, -1, -1)
+    track_and_sort(ctx, rez, iorig[back], back, sink, **kw)
+    fwd = np.arange(ihalf + 1, nbatch)
+    nsp = track_and_sort(ctx, rez, iorig[fwd], fwd, sink, **kw)
+    st3, paths = sink.assemble(ctx, n_nearest=n_near, n_near_pc=n_near)
+    out = {"st3": st3, "cProj": paths["cProj"], "cProjPC": paths["cProjPC"], "WA": wa, "UA": ua,
+           "muA": mua, "nsp": nsp, "iNeigh": ilist}
+    out.update(_compress(wa, ua, n_keep=min(n_chan * 3, nbatch, 20)))
+    logger.info("extracted %d spikes with %d templates", st3.size, n_filt)
+    return out
+
+
+def _compress(wa: np.ndarray, ua: np.ndarray, *, n_keep: int) -> dict:
+    """runTemplates' SVD of each template's per-batch components: W_a (nt0*3, n_keep, Nfilt)
+    scaled left vectors and W_b (Nbatches, n_keep, Nfilt) right vectors, likewise U_a, U_b."""
+    out = {}
+    for name, arr in (("W", wa), ("U", ua)):
+        n_rows, n_filt, n_b = arr.shape[0] * _NRANK, arr.shape[1], arr.shape[3]
+        a = np.zeros((n_rows, n_keep, n_filt), np.float32)
+        b = np.zeros((n_b, n_keep, n_filt), np.float32)
+        for j in range(n_filt):
+            x = arr[:, j].reshape(n_rows, n_b, order="F").astype(np.float64)
+            u, s, vt = np.linalg.svd(x, full_matrices=False)
+            a[:, :, j] = u[:, :n_keep] * s[:n_keep]
+            b[:, :, j] = vt[:n_keep].T
+        out[f"{name}_a"], out[f"{name}_b"] = a, b
+    return out
+
+
+def learn_step(ctx) -> dict:
+    """learnAndSolve8b: learn templates on half the reordered batches (back and forth), then
+    extract spikes from all batches starting in the middle of the sorted order."""
+    from .learn import learn_templates, learning_order
+
+    iorig = np.asarray(ctx.intermediate.iorig)
+    rez = learn_templates(ctx, learning_order(iorig))
+    istart = int(iorig[math.ceil(iorig.size / 2) - 1])
+    out = run_templates(ctx, rez, iorig=iorig, istart=istart)
+    keep = ("W", "U", "mu", "dWU", "Wraw", "simScore", "iNeighPC", "wPCA", "wTEMP")
+    out.update({k: np.asarray(rez[k]) for k in keep})
+    out["istart"] = istart
+    for big in ("WA", "UA"):  # per-batch templates: kept only in compressed form (W_a, U_a, ...)
+        out.pop(big)
+    return out
