@@ -184,10 +184,11 @@ def run_templates(ctx, rez: dict, *, iorig: np.ndarray, istart: int) -> dict:
                                        n_closest=n_near)
     ka, kb = get_kernels(nt0=nt0, nt0min=ctx.derived.nt0min)
     _, ilist = template_neighbours(rez["W"], rez["U"], n_near)
-    wa = np.zeros((nt0, n_filt, _NRANK, nbatch), np.float32)
-    ua = np.zeros((n_chan, n_filt, _NRANK, nbatch), np.float32)
-    mua = np.zeros((n_filt, nbatch), np.float32)
+    # per-batch templates grow with the recording: memory-mapped scratch files, not RAM
     sink = _FeatureSink(ctx.path / "features_tmp", nbatch)
+    wa = _scratch(sink.folder / "WA.npy", (nt0, n_filt, _NRANK, nbatch))
+    ua = _scratch(sink.folder / "UA.npy", (n_chan, n_filt, _NRANK, nbatch))
+    mua = np.zeros((n_filt, nbatch), np.float32)
     ihalf = int(np.flatnonzero(iorig == istart)[0])
     kw = dict(read=proc_batch_reader(ctx), iC=iC, mask=mask, ka=ka, kb=kb, ilist=ilist, wa=wa,
               ua=ua, mua=mua)
@@ -196,11 +197,19 @@ def run_templates(ctx, rez: dict, *, iorig: np.ndarray, istart: int) -> dict:
     fwd = np.arange(ihalf + 1, nbatch)
     nsp = track_and_sort(ctx, rez, iorig[fwd], fwd, sink, **kw)
     st3, paths = sink.assemble(ctx, n_nearest=n_near, n_near_pc=n_near)
-    out = {"st3": st3, "cProj": paths["cProj"], "cProjPC": paths["cProjPC"], "WA": wa, "UA": ua,
-           "muA": mua, "nsp": nsp, "iNeigh": ilist}
+    out = {"st3": st3, "cProj": paths["cProj"], "cProjPC": paths["cProjPC"], "muA": mua,
+           "nsp": nsp, "iNeigh": ilist}
     out.update(_compress(wa, ua, n_keep=min(n_chan * 3, nbatch, 20)))
+    del wa, ua
+    for name in ("WA.npy", "UA.npy"):
+        (sink.folder / name).unlink()
     logger.info("extracted %d spikes with %d templates", st3.size, n_filt)
     return out
+
+
+def _scratch(path, shape) -> np.memmap:
+    """A zero-filled float32 Fortran-ordered .npy memory map (MATLAB's WA/UA layout)."""
+    return np.lib.format.open_memmap(path, "w+", np.float32, shape, fortran_order=True)
 
 
 def _compress(wa: np.ndarray, ua: np.ndarray, *, n_keep: int) -> dict:
@@ -231,7 +240,5 @@ def learn_step(ctx) -> dict:
     out = run_templates(ctx, rez, iorig=iorig, istart=istart)
     keep = ("W", "U", "mu", "dWU", "Wraw", "simScore", "iNeighPC", "wPCA", "wTEMP")
     out.update({k: np.asarray(rez[k]) for k in keep})
-    out["istart"] = istart
-    for big in ("WA", "UA"):  # per-batch templates: kept only in compressed form (W_a, U_a, ...)
-        out.pop(big)
+    out["istart"] = istart  # per-batch templates WA/UA are kept only compressed (W_a, U_a, ...)
     return out
