@@ -14,6 +14,7 @@ original's geometry.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 
@@ -94,20 +95,17 @@ class _FeatureSink:
         n = int(sum(counts))
         st3 = np.empty(n, st3_dtype())
         paths = {"cProj": ctx.output_path("cProj"), "cProjPC": ctx.output_path("cProjPC")}
-        with atomic_path(paths["cProj"]) as t1, atomic_path(paths["cProjPC"]) as t2:
-            cproj = np.lib.format.open_memmap(t1, "w+", np.float32, (n, n_nearest))
-            cprojpc = np.lib.format.open_memmap(t2, "w+", np.float32, (n, _NRANK, n_near_pc))
+        with atomic_path(paths["cProj"]) as t1, atomic_path(paths["cProjPC"]) as t2, \
+                _npy_writer(t1, (n, n_nearest)) as cproj, _npy_writer(t2, (n, _NRANK, n_near_pc)) as cprojpc:
             i = 0
             for path, m in zip(self.blocks, counts):
                 if not m:
                     continue
                 z = np.load(path)
                 st3[i:i + m] = z["st3"]
-                cproj[i:i + m] = z["fw"].T
-                cprojpc[i:i + m] = np.transpose(z["fwpc"], (2, 1, 0))
+                cproj.write(np.ascontiguousarray(z["fw"].T, np.float32))
+                cprojpc.write(np.ascontiguousarray(np.transpose(z["fwpc"], (2, 1, 0)), np.float32))
                 i += m
-            cproj.flush(), cprojpc.flush()
-            del cproj, cprojpc
         for path in self.blocks:
             if path is not None:
                 path.unlink()
@@ -205,6 +203,22 @@ def run_templates(ctx, rez: dict, *, iorig: np.ndarray, istart: int) -> dict:
         (sink.folder / name).unlink()
     logger.info("extracted %d spikes with %d templates", st3.size, n_filt)
     return out
+
+
+@contextlib.contextmanager
+def _npy_writer(path, shape):
+    """A float32 C-order .npy file of ``shape`` filled by sequential writes of whole rows (plain
+    writes: written pages of a memory map would count against the process's memory). Raises if
+    the rows written do not fill the declared shape exactly."""
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False,
+                                                 "shape": tuple(int(x) for x in shape)})
+        start = f.tell()
+        yield f
+        written = f.tell() - start
+    expected = 4 * int(np.prod(shape))
+    if written != expected:
+        raise RuntimeError(f"{path}: wrote {written} bytes of features, the header declares {expected}")
 
 
 def _scratch(path, shape) -> np.memmap:

@@ -1,0 +1,89 @@
+"""Template learning + spike extraction (`learn` step): accuracy against ground truth, speed as
+x real time, peak memory, and a profile of the largest costs.
+
+    python benchmarks/bench_learn.py --work /tmp/pyks_learn [--channels 32 64 384] [--out FILE.json]
+
+Accuracy (issue 4): our generator's 32-channel, 60 s, 20-unit static recording; share of
+ground-truth spikes of units with SNR >= 5 found by any template within 0.5 ms, and share of
+detected spikes matching no ground-truth spike. Speed: wall time of the `learn` step alone
+(preprocessing and reordering are cached first) in a fresh process, x real time.
+"""
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from machine import describe  # noqa: E402
+
+CHILD = r"""
+import cProfile, json, pstats, io, resource, sys, time
+import numpy as np
+from pykilosort import run
+from pykilosort.synthetic import SyntheticRecording
+rec = SyntheticRecording.load(sys.argv[1])
+kw = dict(probe=rec.probe, dir_path=sys.argv[2], device="cpu")
+run(rec.bin_path, stop_after="reorder", **kw)           # cached inputs of the learn step
+prof = cProfile.Profile()
+t0 = time.perf_counter()
+prof.enable()
+ctx = run(rec.bin_path, stop_after="learn", **kw)
+prof.disable()
+wall = time.perf_counter() - t0
+st = np.sort(ctx.intermediate.st3["time"])
+def nearest(a, b):
+    i = np.clip(np.searchsorted(a, b), 1, a.size - 1)
+    return np.minimum(np.abs(a[i - 1] - b), np.abs(a[i] - b))
+found = nearest(st, rec.spike_times) <= 15
+clear = rec.snr[rec.spike_clusters] >= 5
+unmatched = nearest(np.sort(rec.spike_times), st) > 15
+s = io.StringIO(); pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(5)
+top = [l.strip() for l in s.getvalue().splitlines() if l.strip() and l.strip()[0].isdigit()][:5]
+print(json.dumps({"learn_wall_s": wall, "n_spikes": int(st.size),
+                  "n_templates": int(ctx.intermediate.W.shape[1]),
+                  "found_snr5": float(found[clear].mean()), "unmatched": float(unmatched.mean()),
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "profile_top5_tottime": top}))
+"""
+
+
+def run_child(path: Path) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run([sys.executable, "-c", CHILD, str(path), tmp], capture_output=True,
+                              text=True, env={"PYKILOSORT_PROGRESS": "0", "PATH": "/usr/bin:/bin"})
+    if proc.returncode:
+        raise RuntimeError(proc.stderr[-3000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main():
+    from pykilosort import make_synthetic_recording
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "pyks_learn")
+    ap.add_argument("--channels", type=int, nargs="+", default=[32, 64, 384])
+    ap.add_argument("--duration", type=float, default=60.0)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for n in args.channels:
+        path = args.work / f"static{n}_{int(args.duration)}s.bin"
+        if not path.exists():
+            make_synthetic_recording(path, n_channels=n, n_units=20 if n == 32 else n // 2,
+                                     duration_s=args.duration, seed=100 + n)
+        row = {"channels": n, "duration_s": args.duration, **run_child(path)}
+        row["x_realtime"] = args.duration / row["learn_wall_s"]
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    result = {"benchmark": "learn", "machine": describe(), "rows": rows,
+              "when": time.strftime("%Y-%m-%d %H:%M")}
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
