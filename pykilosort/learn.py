@@ -117,20 +117,11 @@ class _State:
         self.mu = np.concatenate([self.mu, np.full(n, _NEW_TEMPLATE_MU)])[:n_filt_max]
 
     def finish(self, *, iC, n_near, nt0min, wpca, wtemp) -> dict:
-        from .kernels import template_cross_correlations
+        from .extract import template_neighbours
 
-        W32, U32 = self.W.astype(np.float32), self.U.astype(np.float32)
-        wtw = None
-        for i in range(_NRANK):
-            for j in range(_NRANK):
-                wtw = template_cross_correlations(W1=np.asfortranarray(W32[:, :, i]),
-                                                  W2=np.asfortranarray(W32[:, :, j]),
-                                                  UtU=np.asfortranarray(U32[:, :, i].T @ U32[:, :, j]),
-                                                  out=wtw, accumulate=wtw is not None)
-        cc = wtw.max(axis=2)
-        ineigh = np.argsort(-cc, axis=0, kind="stable")[np.arange(n_near) % cc.shape[0]]
+        wtw, ineigh = template_neighbours(self.W, self.U, n_near)
         iW = np.abs(self.dWU[nt0min - 1]).argmax(axis=0)
         rez = memorize_w(W=self.W, dWU=self.dWU, U=self.U, mu=self.mu)
-        rez.update(nsp=self.nsp, simScore=cc, iNeighPC=iC[:, iW], iNeigh=ineigh, wPCA=wpca,
-                   wTEMP=wtemp)
+        rez.update(nsp=self.nsp, simScore=wtw.max(axis=2), iNeighPC=iC[:, iW], iNeigh=ineigh,
+                   wPCA=wpca, wTEMP=wtemp)
         return rez
