@@ -10,14 +10,13 @@ detected spikes matching no ground-truth spike. Speed: wall time of the `learn` 
 """
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import describe  # noqa: E402
+from machine import describe, run_json_child  # noqa: E402
 
 CHILD = r"""
 import cProfile, json, pstats, io, resource, sys, time
@@ -50,15 +49,6 @@ print(json.dumps({"learn_wall_s": wall, "n_spikes": int(st.size),
 """
 
 
-def run_child(path: Path) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.run([sys.executable, "-c", CHILD, str(path), tmp], capture_output=True,
-                              text=True, env={"PYKILOSORT_PROGRESS": "0", "PATH": "/usr/bin:/bin"})
-    if proc.returncode:
-        raise RuntimeError(proc.stderr[-3000:])
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def main():
     from pykilosort import make_synthetic_recording
 
@@ -75,7 +65,7 @@ def main():
         if not path.exists():
             make_synthetic_recording(path, n_channels=n, n_units=20 if n == 32 else n // 2,
                                      duration_s=args.duration, seed=100 + n)
-        row = {"channels": n, "duration_s": args.duration, **run_child(path)}
+        row = {"channels": n, "duration_s": args.duration, **run_json_child(CHILD, path)}
         row["x_realtime"] = args.duration / row["learn_wall_s"]
         print(json.dumps(row), flush=True)
         rows.append(row)

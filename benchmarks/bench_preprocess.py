@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import describe  # noqa: E402
+from machine import describe, run_json_child  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +28,7 @@ from pykilosort import run, make_synthetic_recording
 from pykilosort.synthetic import SyntheticRecording
 rec = SyntheticRecording.load(sys.argv[1])
 t0 = time.perf_counter()
-ctx = run(rec.bin_path, probe=rec.probe, dir_path=sys.argv[2], device=sys.argv[3], clear_context=True,
+ctx = run(rec.bin_path, probe=rec.probe, dir_path=sys.argv[3], device=sys.argv[2], clear_context=True,
           stop_after="preprocess")
 wall = time.perf_counter() - t0
 manifest = json.loads((ctx.path / "manifest.json").read_text())
@@ -57,13 +57,7 @@ def make_recording(work: Path, n_channels: int, duration: float) -> Path:
 
 
 def run_ours(path: Path, device: str) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.run([sys.executable, "-c", CHILD, str(path), tmp, device],
-                              capture_output=True, text=True, env={"PYKILOSORT_PROGRESS": "0",
-                                                                   "PATH": "/usr/bin:/bin"})
-    if proc.returncode:
-        raise RuntimeError(proc.stderr[-2000:])
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_json_child(CHILD, path, device)
 
 
 def run_octave(path: Path, ks: Path, n_channels: int) -> float:

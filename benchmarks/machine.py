@@ -1,6 +1,21 @@
-"""Describe the machine a benchmark ran on (recorded with every result)."""
+"""Shared by the benchmarks: the machine a result was measured on, and measured child processes."""
+import json
 import os
 import platform
+import subprocess
+import sys
+import tempfile
+
+
+def run_json_child(code: str, *args: str) -> dict:
+    """Run ``code`` in a fresh Python process with ``args`` and a scratch folder appended; return
+    the JSON object it prints last (fresh processes give honest peak-memory figures)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run([sys.executable, "-c", code, *map(str, args), tmp], capture_output=True,
+                              text=True, env={"PYKILOSORT_PROGRESS": "0", "PATH": "/usr/bin:/bin"})
+    if proc.returncode:
+        raise RuntimeError(proc.stderr[-3000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def describe() -> dict:

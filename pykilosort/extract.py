@@ -198,7 +198,7 @@ def run_templates(ctx, rez: dict, *, iorig: np.ndarray, istart: int) -> dict:
     out = {"st3": st3, "cProj": paths["cProj"], "cProjPC": paths["cProjPC"], "muA": mua,
            "nsp": nsp, "iNeigh": ilist}
     out.update(_compress(wa, ua, n_keep=min(n_chan * 3, nbatch, 20)))
-    del wa, ua
+    del wa, ua, kw  # release the scratch memory maps before deleting their files
     for name in ("WA.npy", "UA.npy"):
         (sink.folder / name).unlink()
     logger.info("extracted %d spikes with %d templates", st3.size, n_filt)

@@ -20,9 +20,10 @@ def sort_batches(ccb0: np.ndarray, *, n_iter: int = 200, eta: float = 1.0):
     Returns (ccb1, isort, xs): the reordered matrix ccb0[isort][:, isort], the 0-based order, and
     the (nBatches,) embedding positions.
     """
+    from .snippets import eig_components  # the port of svdecon
+
     ccb0 = np.asarray(ccb0, dtype=np.float64)
-    d, u = np.linalg.eigh(ccb0 @ ccb0.T)  # svdecon: eigenvectors sorted by |eigenvalue|
-    u1 = u[:, np.argsort(-np.abs(d), kind="stable")[0]]
+    u1 = eig_components(ccb0, 1)[:, 0]
     xs = 0.01 * u1 / np.std(u1, ddof=1)
     for _ in range(n_iter):
         diff = xs[:, None] - xs[None, :]
