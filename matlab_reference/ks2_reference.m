@@ -12,7 +12,7 @@ work = tempname(); mkdir(work);
 
 for name = {'rec32', 'rec64'}
     name = name{1};
-    ops = default_ops(input_dir, work, name);
+    ops = ks2_default_ops(input_dir, work, name);
     % gpufilter on the first samples of the file (a batch without buffers)
     [chanMap, xc, yc] = loadChanMap(ops.chanMap);
     nsamp = 8192; if strcmp(name, 'rec64'), nsamp = 4096; end
@@ -32,7 +32,7 @@ for name = {'rec32', 'rec64'}
 end
 
 % small batches on rec32: many batches (covariance divisor quirk, first/middle/last batch geometry)
-ops = default_ops(input_dir, work, 'rec32');
+ops = ks2_default_ops(input_dir, work, 'rec32');
 ops.NT = 8192 + ops.ntbuff; ops.nSkipCov = 4;
 rez = preprocessDataSub(ops);
 keep = [1 2 19 26 rez.ops.Nbatch-1 rez.ops.Nbatch];  % 1 and 26: the batches nskip=25 reads
@@ -83,18 +83,4 @@ save('-v7', fullfile(out_dir, 'ks2_initwdata.mat'), 'iC_i', 'uproj_i', 'call_i',
 [Ka, Kb] = getKernels(rez.ops, 10, 1);
 save('-v7', fullfile(out_dir, 'ks2_kernels.mat'), 'Ka', 'Kb');
 fprintf('ks2_reference: done (%s)\n', version());
-end
-
-function ops = default_ops(input_dir, work, name)
-% configFile384.m (v2.0) values, plus the file names of this recording
-ops.fbinary = fullfile(input_dir, [name '.bin']);
-ops.fproc = fullfile(work, [name '_proc.dat']);
-ops.chanMap = fullfile(input_dir, [name '_chanMap.mat']);
-cm = load(ops.chanMap);
-ops.NchanTOT = double(cm.NchanTOT);
-ops.fs = 30000; ops.fshigh = 150; ops.minfr_goodchannels = 0.1; ops.Th = [10 4]; ops.lam = 10;
-ops.AUCsplit = 0.9; ops.minFR = 1/50; ops.momentum = [20 400]; ops.sigmaMask = 30; ops.ThPre = 8;
-ops.spkTh = -6; ops.reorder = 1; ops.nskip = 25; ops.GPU = 1; ops.nfilt_factor = 4;
-ops.ntbuff = 64; ops.NT = 64*1024 + ops.ntbuff; ops.whiteningRange = 32; ops.nSkipCov = 25;
-ops.scaleproc = 200; ops.nPCs = 3; ops.useRAM = 0; ops.trange = [0 Inf];
 end

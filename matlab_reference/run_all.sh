@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerate every reference: inputs from our generator, then the original code under Octave.
 #   matlab_reference/run_all.sh KILOSORT_V2_0_CHECKOUT KILOSORT_V2_5_2_CHECKOUT [WORK_DIR]
-# Needs: octave, octave-signal (Debian packages), and pykilosort importable by python3.
+# Needs: octave, octave-signal (Debian packages), and pykilosort importable by python3 (or by
+# $MEX_BRIDGE_PYTHON, which the mex stand-ins call).
 set -euo pipefail
 ks20=$(realpath "$1"); ks25=$(realpath "$2"); work=${3:-$(mktemp -d)}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -11,5 +12,10 @@ octave --no-gui --quiet --eval "addpath('$here'); ks2_reference('$ks20', '$work/
 octave --no-gui --quiet --eval "addpath('$here'); ks25_reference('$ks25', '$work/inputs', '$here/data')"
 octave --no-gui --quiet --eval "addpath('$here'); random_reference('$here/data')"
 octave --no-gui --quiet --eval "addpath('$here'); ks2_templates_reference('$ks20', '$here/data')"
+# the whole v2.0 pipeline with pykilosort's kernels standing in for the mex files (~4 min):
+# captured mex calls in data/mex, final rez fields in data/ks2_pipeline_rec32.mat
+mkdir -p "$here/data/mex"
+MEX_BRIDGE_PYTHON=${MEX_BRIDGE_PYTHON:-python3} MEX_CAPTURE_DIR="$here/data/mex" \
+  octave --no-gui --quiet --eval "addpath('$here'); ks2_mex_capture('$ks20', '$work/inputs', '$here/data')"
 octave --version | head -1 > "$here/data/octave_version.txt"
 echo "references written to $here/data"

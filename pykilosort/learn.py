@@ -80,7 +80,8 @@ def learn_templates(ctx, iorder: np.ndarray) -> dict:
         utu, _, _ = template_channel_overlap(iW=iW, iC=iC, mask=mask)
         res = match_templates(data, U=st.U.astype(np.float32), W=st.W.astype(np.float32),
                               mu=st.mu.astype(np.float32), iC=iC, iW=iW, UtU=utu, th=p.Th[0],
-                              th_average=p.Th[0], lam=p.lam, stable_mode=p.useStableMode)
+                              th_average=p.Th[0], lam=p.lam, stable_mode=p.useStableMode,
+                              legacy_block=1024 if p.matlab_compat else None)
         nsp0 = np.asarray(res.nsp, np.float64)
         fexp = np.exp(nsp0 * np.log(pmi[ib]))
         st.dWU = st.dWU * fexp + (1 - fexp) * (np.asarray(res.dWU) / np.maximum(1, nsp0))

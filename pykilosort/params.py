@@ -108,7 +108,8 @@ _TABLE = [
        high=10000.0),
     _P("do_whitening", "bool", True, ("whitening",),
        "whiten across channels (False: scale each channel to unit variance instead)"),
-    _P("matlab_compat", "bool", False, ("good_channels", "whitening", "preprocess", "learn"),
+    _P("matlab_compat", "bool", False, ("good_channels", "whitening", "preprocess", "reorder",
+                                        "learn"),
        "reproduce the original's known bugs exactly (README: 'Legacy quirks')"),
     # --- KS2.5 drift correction ---------------------------------------------------------------
     _P("drift_correction", "bool", False, ("good_channels", "whitening", "preprocess", "datashift",

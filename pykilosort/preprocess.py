@@ -60,7 +60,11 @@ def get_good_channels(ctx: Context) -> np.ndarray:
             break
         buff = ctx.raw_data.read(start, min(start + p.NT, ctx.raw_data.n_samples))
         datr = _filter(ctx, buff, chan_map, b, a)
-        counts += count_crossings(datr, spk_th=p.spkTh, nt0=p.nt0, NT=p.NT, half_window=_MIN_WINDOW)
+        # the original excludes crossings within nt0 of the ends of a stretch of NT samples even
+        # when the last stretch is shorter, so crossings at its (filter-distorted) end count
+        edge_nt = p.NT if p.matlab_compat else datr.shape[0]
+        counts += count_crossings(datr, spk_th=p.spkTh, nt0=p.nt0, NT=edge_nt,
+                                  half_window=_MIN_WINDOW)
         ttime += datr.shape[0] / p.fs
     rate = counts / ttime
     igood = rate >= p.minfr_goodchannels

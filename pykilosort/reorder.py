@@ -68,8 +68,11 @@ _NCHAN_NEAR_MAX = 17      # min(Nchan, 2*8+1) neighbours (the original's NchanMa
 _NRANK_PC = 3             # the original hard-codes 3 PC features per channel here
 
 
-def cluster_batch(*, uproj, call, iC, n_chan: int, n_filt: int, stream):
+def cluster_batch(*, uproj, call, iC, n_chan: int, n_filt: int, stream, legacy: bool = False):
     """k-means of one batch's spikes in PC space (clusterSingleBatches.m's inner loop).
+
+    legacy: True adds spikes that match no template to template 0, as mexClustering2 does;
+    False leaves them out of every template's mean.
 
     Returns (W0 (3, NchanNear, n_filt) float32 unit-norm templates on their best channel's
     neighbourhood, mu (n_filt,), nsp (n_filt,), wheights (n_filt,) 0-based best channels).
@@ -82,7 +85,8 @@ def cluster_batch(*, uproj, call, iC, n_chan: int, n_filt: int, stream):
     for _ in range(_KMEANS_ITERS):
         res = cluster_projections(uproj=uproj, W=np.asfortranarray(w, np.float32),
                                   mu=np.asarray(mu, np.float32), call=call,
-                                  iMatch=match_mask(iC=iC, best_channels=wheights), iC=iC)
+                                  iMatch=match_mask(iC=iC, best_channels=wheights), iC=iC,
+                                  unassigned=0 if legacy else -1)
         nsp = res.nsp
         dwu = res.dWU / (np.float32(1e-5) + nsp.astype(np.float32))
         mu = np.sqrt((dwu ** 2).sum(axis=0))
@@ -155,7 +159,8 @@ def cluster_single_batches(ctx) -> dict:
         k = min(nbatch - 2, ib) if p.matlab_compat else ib
         data = read(k).astype(np.float32) / np.float32(p.scaleproc)
         spikes = threshold_spike_pcs(data=data, wpca=wpca[:, :_NRANK_PC].astype(np.float32), iC=iC,
-                                     nt0min=nt0min, spk_th=p.ThPre)
+                                     nt0min=nt0min, spk_th=p.ThPre,
+                                     legacy_coverage=p.matlab_compat)
         uproj, call = np.asarray(spikes.features), np.asarray(spikes.channels)
         order = np.lexsort(uproj[::-1])  # sortrows(uproj'): the spike order no longer matters
         uproj, call = np.asfortranarray(uproj[:, order]), call[order]
@@ -163,7 +168,7 @@ def cluster_single_batches(ctx) -> dict:
             break
         if uproj.shape[1] > n_filt:
             last = cluster_batch(uproj=uproj, call=call, iC=iC, n_chan=n_chan, n_filt=n_filt,
-                                 stream=stream)
+                                 stream=stream, legacy=p.matlab_compat)
         if last is not None:
             Ws[..., ib], mus[:, ib], ns[:, ib], Whs[:, ib] = last
         else:

@@ -37,8 +37,15 @@ def _batch_snippets(read_batch, ibatch: int, *, scaleproc, spk_th, nt0, nt0min, 
 
 def eig_components(x: np.ndarray, n: int) -> np.ndarray:
     """First ``n`` left singular vectors of ``x`` (rows <= columns) as svdecon.m computes them:
-    eigenvectors of x x^T sorted by decreasing |eigenvalue|. Signs are LAPACK's (arbitrary)."""
-    d, u = np.linalg.eigh(x @ x.T)
+    eigenvectors of x x^T sorted by decreasing |eigenvalue|.
+
+    Signs are arbitrary but decide results downstream (sortBatches2 starts its embedding from the
+    first vector, so a flip reverses the batch order). Like Octave's eig, we call LAPACK's dsyev
+    on the upper triangle, which gives Octave's signs; numpy's eigh (lower triangle) often flips.
+    """
+    import scipy.linalg
+
+    d, u = scipy.linalg.eigh(x @ x.T, lower=False, driver="ev")
     order = np.argsort(-np.abs(d), kind="stable")
     return u[:, order[:n]]
 

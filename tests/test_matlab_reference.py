@@ -4,9 +4,7 @@ The reference arrays are in matlab_reference/data (see matlab_reference/README.m
 made and why each tolerance is what it is). Their inputs are regenerated here from the recipe; a
 changed generator is reported as stale references rather than as a port regression.
 """
-import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +17,6 @@ from pykilosort.probes import load_probe
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "matlab_reference" / "data"
-sys.path.insert(0, str(ROOT / "matlab_reference"))
-import recipe  # noqa: E402
-
 CPU = dict(device="cpu")
 
 
@@ -29,18 +24,6 @@ def ref(name: str) -> dict:
     path = DATA / name
     assert path.is_file(), f"reference {path} is missing: run matlab_reference/run_all.sh"
     return scipy.io.loadmat(path)
-
-
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("reference_inputs")
-    facts = recipe.make_inputs(folder)
-    expected = json.loads((DATA / "inputs.json").read_text())
-    for name, fact in facts.items():
-        assert fact["sha256"] == expected[name]["sha256"], (
-            f"{name}.bin differs from the input the references were made from: the synthetic "
-            "generator changed. Regenerate with matlab_reference/run_all.sh.")
-    return folder
 
 
 def _probe(inputs, name):

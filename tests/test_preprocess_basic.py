@@ -142,3 +142,26 @@ def test_identical_output_on_rerun_and_across_thread_counts(tmp_path, ks25):
         digests.append((hashlib.sha256(ctx.intermediate.proc.read_bytes()).hexdigest(),
                         np.asarray(ctx.intermediate.Wrot).tobytes()))
     assert digests[0] == digests[1] == digests[2]
+
+
+def test_good_channels_edge_of_a_short_last_stretch(tmp_path):
+    """get_good_channels ignores crossings within nt0 of a stretch's ends, but measures the end
+    from NT even when the last stretch is shorter; matlab_compat keeps that, the default measures
+    from the stretch's real end. Channel 2's only spike sits 40 samples before the file ends."""
+    NT, n = 8192, 8192 + 3000
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((n, 4)) * 20
+    for t in range(200, n - 400, 700):   # spikes on channels 0, 1 and 3, one channel at a time
+        for k, c in enumerate((0, 1, 3)):  # (the common median reference would remove them)
+            x[t + 230 * k:t + 230 * k + 6, c] -= 600
+    x[n - 40:n - 34, 2] -= 2000
+    path = tmp_path / "edge.bin"
+    x.astype(np.int16).tofile(path)
+    igood = {}
+    for compat in (True, False):
+        ctx = run(path, probe=linear_probe(4), dir_path=tmp_path / str(compat), NT=NT,
+                  minfr_goodchannels=0.1, stop_after="good_channels", matlab_compat=compat,
+                  device="cpu")
+        igood[compat] = ctx.intermediate.igood
+    np.testing.assert_array_equal(igood[True], [True, True, True, True])
+    np.testing.assert_array_equal(igood[False], [True, True, False, True])

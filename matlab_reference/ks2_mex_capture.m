@@ -1,0 +1,26 @@
+function ks2_mex_capture(ks_path, input_dir, out_dir)
+% Run the original Kilosort2 v2.0 front to back through learnAndSolve8b on rec32, with every mex
+% call answered by pykilosort's kernels (mexbridge/), and keep the exact inputs of selected calls.
+%   MEX_CAPTURE_DIR=<out_dir>/mex octave --no-gui --eval "ks2_mex_capture(ks20, inputs, data)"
+% Writes <out_dir>/ks2_pipeline_rec32.mat (iorig, ccb, st3, W, U, mu, simScore) and, through
+% mex_bridge.py, <out_dir>/mex/<mex name>_<call index>.mat plus calls.json (Params of every call).
+here = fileparts(mfilename('fullpath'));
+addpath(fullfile(here, 'shims'), fullfile(here, 'mexbridge'));
+addpath(fullfile(ks_path, 'preProcess'), fullfile(ks_path, 'mainLoop'), fullfile(ks_path, 'utils'));
+pkg load signal
+set(0, 'defaultfigurevisible', 'off');
+capture = getenv('MEX_CAPTURE_DIR');
+if isempty(capture), error('set MEX_CAPTURE_DIR to the folder for the captured calls'); end
+if exist(fullfile(capture, 'calls.json'), 'file'), delete(fullfile(capture, 'calls.json')); end
+work = tempname(); mkdir(work);
+ops = ks2_default_ops(input_dir, work, 'rec32');
+ops.NT = 32*1024 + ops.ntbuff;  % 10 batches: more learning steps, smaller fixtures
+rez = preprocessDataSub(ops);
+rez = clusterSingleBatches(rez);
+rez = learnAndSolve8b(rez);
+iorig = rez.iorig; ccb = rez.ccb; st3 = rez.st3; W = rez.W; U = rez.U; mu = rez.mu;
+simScore = rez.simScore; Nbatch = rez.ops.Nbatch; NT = ops.NT;
+save('-v7', fullfile(out_dir, 'ks2_pipeline_rec32.mat'), 'iorig', 'ccb', 'st3', 'W', 'U', 'mu', ...
+     'simScore', 'Nbatch', 'NT');
+fprintf('ks2_mex_capture: %d spikes, %d templates\n', size(st3, 1), size(W, 2));
+end
