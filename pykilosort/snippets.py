@@ -40,8 +40,10 @@ def eig_components(x: np.ndarray, n: int) -> np.ndarray:
     eigenvectors of x x^T sorted by decreasing |eigenvalue|.
 
     Signs are arbitrary but decide results downstream (sortBatches2 starts its embedding from the
-    first vector, so a flip reverses the batch order). Like Octave's eig, we call LAPACK's dsyev
-    on the upper triangle, which gives Octave's signs; numpy's eigh (lower triangle) often flips.
+    first vector, so a flip reverses the batch order). Like Octave's eig, we call LAPACK's
+    dsyev on the upper triangle: on double matrices this gave Octave's signs for every
+    eigenvector we compared; numpy's eigh (lower triangle, dsyevd) flips about half of them.
+    (Octave's single-precision eig agrees with ssyev only ~90% of the time, so we stay in double.)
     """
     import scipy.linalg
 
@@ -90,6 +92,7 @@ def extract_templates_from_snippets(read_batch: Callable[[int], np.ndarray], *, 
             "needed to initialise the templates: is the recording mostly noise, or spkTh too high? "
             "(stop_after='reorder' runs everything before template learning)")
     w_temp = _spherical_kmeans(dd, dd[:, stream.randperm(dd.shape[1], n_pcs)])
+    # float64: Octave's single-precision eig (ssyev) signs cannot be reproduced reliably
     w_pca = eig_components(dd.astype(np.float64), n_pcs).astype(np.float32)
     w_pca[:, 0] = -w_pca[:, 0] * np.sign(w_pca[nt0min - 1, 0])
     return w_temp, w_pca

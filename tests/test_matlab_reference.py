@@ -230,7 +230,7 @@ def test_extract_pc_from_snippets():
     gaps = np.array([lam[0] - lam[1], min(lam[0] - lam[1], lam[1] - lam[2]),
                      min(lam[1] - lam[2], lam[2] - lam[3])])
     bound = 20 * np.finfo(np.float32).eps * lam[0] / gaps
-    err = np.abs(_align_signs(w, theirs) - theirs).max(axis=0)
+    err = np.abs(w - theirs).max(axis=0)  # signs as Octave's eig gives them (dsyev, upper)
     assert np.all(err <= bound), (err, bound)
 
 
@@ -245,6 +245,8 @@ def test_extract_templates_from_snippets_with_octave_stream():
         spk_th=-6.0, stream=OctaveStream(1))
     s = ref("ks2_snippets_rec32.mat")
     assert _rel(w_temp, s["wTEMP"]) <= 1e-6  # measured 1.3e-7: float32 k-means
+    # PC 1's sign is set by rule; PCs 2-3 come from Octave's single-precision eig, whose signs
+    # LAPACK's dsyev does not always reproduce (it does on double matrices, see eig_components)
     assert _rel(_align_signs(w_pca, s["wPCA"]), s["wPCA"]) <= 1e-6  # measured 0
     other = extract_templates_from_snippets(
         read, Nbatch=int(r["Nbatch"].item()), nskip=25, nt0=61, nt0min=20, scaleproc=200.0,
