@@ -12,11 +12,10 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import describe, run_json_child  # noqa: E402
+from machine import run_json_child, write_result  # noqa: E402
 
 CHILD = r"""
 import cProfile, json, pstats, io, resource, sys, time
@@ -79,10 +78,7 @@ def main():
             row["x_realtime"] = args.duration / row["learn_wall_s"]
             print(json.dumps(row), flush=True)
             rows.append(row)
-    result = {"benchmark": "learn", "machine": describe(), "rows": rows,
-              "when": time.strftime("%Y-%m-%d %H:%M")}
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_result("learn", rows, args.out)
 
 
 if __name__ == "__main__":

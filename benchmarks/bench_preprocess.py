@@ -14,11 +14,10 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import describe, run_json_child  # noqa: E402
+from machine import run_json_child, write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,10 +104,7 @@ def main():
                 row["speedup_vs_octave"] = row["octave_original_wall_s"] / row["wall_s"]
             print(json.dumps(row), flush=True)
             rows.append(row)
-    result = {"benchmark": "preprocess", "machine": describe(), "rows": rows,
-              "when": time.strftime("%Y-%m-%d %H:%M")}
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_result("preprocess", rows, args.out)
 
 
 if __name__ == "__main__":

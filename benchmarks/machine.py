@@ -42,3 +42,14 @@ def describe() -> dict:
     except Exception as exc:  # noqa: BLE001 - a description must not fail the benchmark
         info["gpu"] = f"unknown ({exc})"
     return info
+
+
+def write_result(benchmark: str, rows: list, out) -> dict:
+    """The benchmark's result (rows, machine, time); written as JSON to ``out`` when given."""
+    import time
+
+    result = {"benchmark": benchmark, "machine": describe(), "rows": rows,
+              "when": time.strftime("%Y-%m-%d %H:%M")}
+    if out:
+        out.write_text(json.dumps(result, indent=1) + "\n")
+    return result
