@@ -59,6 +59,12 @@ def _bool(a):
     return array_module(a).asarray(a, dtype=bool)
 
 
+def _f64_3d(a):
+    """float64 with MATLAB's dropped trailing singleton dimensions restored to 3."""
+    a = array_module(a).asarray(a, dtype=np.float64)
+    return a.reshape(a.shape + (1,) * (3 - a.ndim))
+
+
 def _col(a):
     """MATLAB column vector (n, 1)."""
     return a.reshape(-1, 1)
@@ -114,11 +120,7 @@ def mex_getspikes2(Params, data, wTEMP, iC):
 
 def mex_svdsmall2(Params, dWU, W, iC, iW, Ka, Kb):
     """``[W, U, mu] = mexSVDsmall2(Params, dWU, W, iC-1, iW-1, Ka, Kb)``."""
-    xp = array_module(dWU)
-    dWU = xp.asarray(dWU, dtype=np.float64)
-    dWU = dWU.reshape(dWU.shape + (1,) * (3 - dWU.ndim))  # MATLAB drops a trailing Nfilt = 1
-    W = xp.asarray(W, dtype=np.float64)
-    W = W.reshape(W.shape[:2] + (-1,)) if W.ndim == 3 else W.reshape(W.shape[0], -1, 1)
+    dWU, W = _f64_3d(dWU), _f64_3d(W)
     _expect(Params, 2, "Nfilt", dWU.shape[2])
     _expect(Params, 5, "nt0", dWU.shape[0])
     _expect(Params, 7, "Nrank", W.shape[2])
