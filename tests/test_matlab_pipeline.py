@@ -290,3 +290,20 @@ def test_default_mode_finds_the_originals_spikes(recorded_default):
     dist = np.minimum(np.abs(ours[i - 1] - theirs), np.abs(ours[i] - theirs))
     assert np.mean(dist <= 2) >= 0.95
     assert abs(ours.size - theirs.size) <= 0.05 * theirs.size
+
+
+def test_compare_to_matlab_example(inputs, tmp_path):
+    """examples/compare_to_matlab.py on the capture run's recording and rez fields."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "compare_to_matlab.py"
+    spec = importlib.util.spec_from_file_location("compare_to_matlab", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    ref = scipy.io.loadmat(DATA / "ks2_pipeline_rec32.mat")
+    result = example.main([str(inputs / "rec32.bin"), str(inputs / "rec32_chanMap.mat"),
+                           str(DATA / "ks2_pipeline_rec32.mat"), "--NT", str(int(ref["NT"].item())),
+                           "--compat", "--dir", str(tmp_path)])
+    assert result["rows_identical"] == 1.0 and result["batch_order_identical"]
+    assert result["spikes_ours"] == result["spikes_matlab"] == len(ref["st3"])
+    assert result["matlab_spikes_within_2_samples"] == 1.0
