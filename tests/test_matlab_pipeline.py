@@ -11,7 +11,6 @@ Tolerances and measured agreement: matlab_reference/README.md.
 """
 import inspect
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,7 +23,9 @@ from pykilosort import run
 from pykilosort.kernels.mex import MEX_FUNCTIONS, array_digest, call_mex
 from pykilosort.probes import load_probe
 
-DATA = Path(__file__).resolve().parents[1] / "matlab_reference" / "data"
+from conftest import REFERENCE_DATA, ROOT
+
+DATA = REFERENCE_DATA
 MEX = DATA / "mex"
 FIXTURES = sorted(p.stem for p in MEX.glob("mex*.mat"))
 
@@ -296,7 +297,7 @@ def test_compare_to_matlab_example(inputs, tmp_path):
     """examples/compare_to_matlab.py on the capture run's recording and rez fields."""
     import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "examples" / "compare_to_matlab.py"
+    path = ROOT / "examples" / "compare_to_matlab.py"
     spec = importlib.util.spec_from_file_location("compare_to_matlab", path)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)

@@ -5,7 +5,6 @@ made and why each tolerance is what it is). Their inputs are regenerated here fr
 changed generator is reported as stale references rather than as a port regression.
 """
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +14,9 @@ from pykilosort import run
 from pykilosort.filtering import filter_coefficients, gpufilter
 from pykilosort.probes import load_probe
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "matlab_reference" / "data"
+from conftest import REFERENCE_DATA
+
+DATA = REFERENCE_DATA
 CPU = dict(device="cpu")
 
 

@@ -24,7 +24,6 @@ SCALEPROC = 200.0  # ops.scaleproc of the drivers
 BIG = 200_000  # outputs with more elements are kept as a digest
 
 
-
 def _first_with_features(i, p, earlier):
     """mexMPnu8: the first learning call, and the first call asked for features (trackAndSort)."""
     return i == 1 or (p[12] > 0 and not any(r["params"][12] > 0 for r in earlier))
