@@ -29,8 +29,12 @@ setup(
     extras_require={
         "cuda12": ["cupy-cuda12x>=13"],
         "cuda13": ["cupy-cuda13x>=14"],
-        "test": ["pytest>=7", "pytest-timeout", "wheel", "matplotlib"],
-        "bench": ["spikeinterface>=0.101", "psutil", "matplotlib"],
+        # phylib and SpikeInterface (with pandas, for its Kilosort reader): the tests check that
+        # both open our phy folders, and run pykilosort as a SpikeInterface sorter
+        "test": ["pytest>=7", "pytest-timeout", "wheel", "matplotlib", "phylib>=2.4",
+                 "spikeinterface>=0.101", "pandas"],
+        "spikeinterface": ["spikeinterface>=0.101", "pandas"],
+        "bench": ["spikeinterface>=0.101", "pandas", "psutil", "matplotlib"],
     },
     entry_points={"console_scripts": ["pykilosort = pykilosort.cli:main"]},
     classifiers=[

@@ -2,7 +2,8 @@ function ks2_mex_capture(ks_path, input_dir, out_dir)
 % Run the original Kilosort2 v2.0 front to back through learnAndSolve8b on rec32, with every mex
 % call answered by pykilosort's kernels (mexbridge/), and keep the exact inputs of selected calls.
 %   MEX_CAPTURE_DIR=<out_dir>/mex octave --no-gui --eval "ks2_mex_capture(ks20, inputs, data)"
-% Writes <out_dir>/ks2_pipeline_rec32.mat (iorig, ccb, st3, W, U, mu, simScore) and, through
+% Writes <out_dir>/ks2_pipeline_rec32.mat (iorig, ccb, st3, W, U, mu, simScore), the rez fields the
+% post-processing reads (<out_dir>/ks2_capture_rez_rec32.mat) and, through
 % mex_bridge.py, <out_dir>/mex/<mex name>_<call index>.mat plus calls.json (Params of every call).
 here = fileparts(mfilename('fullpath'));
 addpath(fullfile(here, 'shims'), fullfile(here, 'mexbridge'));
@@ -22,5 +23,17 @@ iorig = rez.iorig; ccb = rez.ccb; st3 = rez.st3; W = rez.W; U = rez.U; mu = rez.
 simScore = rez.simScore; Nbatch = rez.ops.Nbatch; NT = ops.NT;
 save('-v7', fullfile(out_dir, 'ks2_pipeline_rec32.mat'), 'iorig', 'ccb', 'st3', 'W', 'U', 'mu', ...
      'simScore', 'Nbatch', 'NT');
+% what the post-processing needs (ks2_postprocess_reference.m runs it on this rez)
+keep = {'st3', 'st2', 'cProj', 'cProjPC', 'dWU', 'W', 'U', 'mu', 'simScore', 'iNeigh', ...
+        'iNeighPC', 'Wrot', 'xc', 'yc', 'xcoords', 'ycoords'};
+post = struct();
+for k = 1:numel(keep), post.(keep{k}) = rez.(keep{k}); end
+opsk = {'fs', 'Th', 'AUCsplit', 'sigmaMask', 'nt0', 'nt0min', 'Nchan', 'NchanTOT', 'chanMap', ...
+        'scaleproc', 'wPCA', 'fbinary', 'fproc'};
+for k = 1:numel(opsk), post.ops.(opsk{k}) = rez.ops.(opsk{k}); end
+[~, name, ext] = fileparts(post.ops.fbinary); post.ops.fbinary = [name ext];
+post.ops.fproc = 'temp_wh.dat';
+rez = post;
+save('-v7', fullfile(out_dir, 'ks2_capture_rez_rec32.mat'), 'rez');
 fprintf('ks2_mex_capture: %d spikes, %d templates\n', size(st3, 1), size(W, 2));
 end

@@ -14,8 +14,19 @@ octave --no-gui --quiet --eval "addpath('$here'); random_reference('$here/data')
 octave --no-gui --quiet --eval "addpath('$here'); ks2_templates_reference('$ks20', '$here/data')"
 # the whole v2.0 pipeline with pykilosort's kernels standing in for the mex files (~4 min):
 # captured mex calls in data/mex, final rez fields in data/ks2_pipeline_rec32.mat
+# (one BLAS thread: OpenBLAS's threaded sums are not reproducible from run to run)
 mkdir -p "$here/data/mex"
+export OPENBLAS_NUM_THREADS=1
 MEX_BRIDGE_PYTHON=${MEX_BRIDGE_PYTHON:-python3} MEX_CAPTURE_DIR="$here/data/mex" \
   octave --no-gui --quiet --eval "addpath('$here'); ks2_mex_capture('$ks20', '$work/inputs', '$here/data')"
+# post-processing and rezToPhy (~3 min): on the capture run's rez, and on our learn output of
+# rec32pp perturbed so that merges and splits happen (postprocess_input.py)
+"${MEX_BRIDGE_PYTHON:-python3}" "$here/postprocess_input.py" "$work/pp" "$here/data/ks2_postprocess_input.mat"
+for tag in rec32:ks2_capture_rez_rec32 pp:ks2_postprocess_input; do
+  for v in "2.0:$ks20" "2.5.2:$ks25"; do
+    MEX_BRIDGE_PYTHON=${MEX_BRIDGE_PYTHON:-python3} octave --no-gui --quiet --eval \
+      "addpath('$here'); ks2_postprocess_reference('${v#*:}', '${v%%:*}', '$here/data/${tag#*:}.mat', '$here/data', '${tag%%:*}')"
+  done
+done
 octave --version | head -1 > "$here/data/octave_version.txt"
 echo "references written to $here/data"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -35,8 +36,35 @@ def _cmd_run(args) -> int:
     ctx = run(args.files, probe=args.probe, dir_path=args.dir, output_dir=args.output,
               device=args.device, stop_after=args.stop_after, clear_context=args.clear_context,
               n_threads=args.threads, **params)
-    print(f"done: {ctx.path}  (ran: {', '.join(ctx.steps_run) or 'nothing, all up to date'})")
+    print(f"ran: {', '.join(ctx.steps_run) or 'nothing, all up to date'}")
+    if args.stop_after in (None, "export"):
+        print(f"phy folder: {ctx.output_dir}  ({ctx.spike_times.size} spikes, "
+              f"{(ctx.cluster_labels == 'good').sum()} good of {ctx.cluster_labels.size} clusters)")
+    else:
+        print(f"intermediates: {ctx.path}")
     return 0
+
+
+def accuracy_table(rec, ctx) -> str:
+    """Per ground-truth unit: its best cluster, label and accuracy, and a summary line."""
+    from .evaluate import compare_to_ground_truth
+
+    c = compare_to_ground_truth(true_times=rec.spike_times, true_units=rec.spike_clusters,
+                                times=ctx.spike_times, clusters=ctx.spike_clusters, fs=rec.fs)
+    labels = ctx.cluster_labels
+    acc, recall, precision = c.accuracy, c.recall(), c.precision()
+    lines = [f"{'unit':>4} {'SNR':>5} {'spikes':>6} {'cluster':>7} {'label':>5} {'spikes':>6} "
+             f"{'accuracy':>8} {'recall':>6} {'precision':>9}"]
+    for u in range(c.best.size):
+        b = c.best[u]
+        found = (f"{b:>7d} {labels[b]:>5} {c.n_sorted[b]:>6d}" if b >= 0 else
+                 f"{'-':>7} {'':>5} {'':>6}")
+        lines.append(f"{u:>4d} {rec.snr[u]:>5.1f} {c.n_true[u]:>6d} {found} {acc[u]:>8.3f} "
+                     f"{recall[u]:>6.3f} {precision[u]:>9.3f}")
+    lines.append(f"{(acc >= 0.8).sum()} of {c.best.size} units found with accuracy >= 0.8; "
+                 f"{c.false_positive_clusters().size} false-positive and "
+                 f"{c.redundant_clusters().size} redundant clusters (of {c.n_sorted.size})")
+    return "\n".join(lines)
 
 
 def _cmd_demo(args) -> int:
@@ -45,13 +73,17 @@ def _cmd_demo(args) -> int:
 
     out = Path(args.output)
     rec = load_or_make_synthetic_recording(out / "synthetic.bin", n_channels=args.channels,
-                                   n_units=args.units, duration_s=args.duration, seed=args.seed)
+                                           n_units=args.units, duration_s=args.duration,
+                                           seed=args.seed)
     print(f"synthetic recording: {rec.bin_path} ({args.channels} channels, {args.units} units, "
           f"{args.duration:g} s)")
     ctx = run(rec.bin_path, probe=rec.probe, dir_path=out, device=args.device,
               n_threads=args.threads, NT=args.nt)
-    print(f"results and log in {out / 'output'}; intermediates in {ctx.path}")
     print(f"ran: {', '.join(ctx.steps_run) or 'nothing, all up to date'}")
+    print(f"phy folder and log: {ctx.output_dir}   (phy template-gui {ctx.output_dir / 'params.py'})")
+    print(f"intermediates: {ctx.path}")
+    print("\nagainst the ground truth (spikes matched within 0.4 ms):")
+    print(accuracy_table(rec, ctx))
     return 0
 
 
@@ -83,10 +115,15 @@ def _cmd_info(args) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .main import step_names
+
     ap = argparse.ArgumentParser(prog="pykilosort", description="Kilosort2 spike sorting in Python.")
+    ap.add_argument("--version", action="version", version=f"pykilosort {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    r = sub.add_parser("run", help="sort one recording (several files are concatenated in time)")
+    r = sub.add_parser("run", help="sort one recording into a phy folder (several files are "
+                                   "concatenated in time)")
     r.add_argument("files", nargs="+", help="raw binary file(s)")
     r.add_argument("--probe", help="preset name, chanMap .mat, .prb, .json or SpikeGLX .meta")
     r.add_argument("--n-channels", type=int, help="channels saved in the file (NchanTOT)")
@@ -95,7 +132,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="Kilosort2 parameter, repeatable (e.g. --param fshigh=300 --param Th=[10,4])")
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    r.add_argument("--stop-after", help="last step to run")
+    r.add_argument("--stop-after", metavar="STEP",
+                   help="last step to run: " + ", ".join(step_names()) + " (default: export)")
     r.add_argument("--clear-context", action="store_true", help="recompute every step")
     r.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     r.set_defaults(func=_cmd_run)
@@ -104,7 +142,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--output", default="pykilosort_demo", help="folder for data and results")
     d.add_argument("--channels", type=int, default=32)
     d.add_argument("--units", type=int, default=16)
-    d.add_argument("--duration", type=float, default=20.0, help="seconds")
+    d.add_argument("--duration", type=float, default=30.0, help="seconds")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--nt", type=int, default=64 * 1024 + 64, help="batch length NT")
     d.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -120,13 +158,15 @@ def main(argv=None) -> int:
     from .logs import add_default_handler
 
     args = _parser().parse_args(argv)
-    if args.command != "info":
-        add_default_handler("INFO")
+    handler = add_default_handler("INFO") if args.command != "info" else None
     try:
         return args.func(args)
     except KilosortError as exc:
         print(f"pykilosort: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if handler is not None:  # main() may be called again in one process (tests, notebooks)
+            logging.getLogger("pykilosort").removeHandler(handler)
 
 
 if __name__ == "__main__":

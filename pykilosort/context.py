@@ -101,29 +101,33 @@ class Context:
             "params": json.loads(self.params.to_json())})
 
     # ------------------------------------------------------------------ outputs
-    def output_path(self, name: str, suffix: str = ".npy") -> Path:
-        return self.path / f"{name}{suffix}"
+    def output_path(self, name: str, suffix: str = ".npy", *, subfolder: str | None = None) -> Path:
+        folder = self.path if subfolder is None else self.path / subfolder
+        return folder / f"{name}{suffix}"
 
-    def save_outputs(self, step: str, key: str, outputs: dict[str, Any], *, extra: dict) -> None:
+    def save_outputs(self, step: str, key: str, outputs: dict[str, Any], *, extra: dict,
+                     subfolder: str | None = None) -> None:
         """Save a step's outputs and record them in the manifest (outputs first, manifest last).
 
         ``outputs`` maps rez names to numpy arrays (saved as .npy, Fortran order for >= 2-D, like
         MATLAB), to paths of files the step already wrote atomically in the context folder (streams
-        such as the proc file), or to JSON-able scalars (stored in the manifest).
+        such as the proc file), or to JSON-able scalars (stored in the manifest). Arrays go to
+        ``subfolder`` when given: post-processing steps update rez fields (st3, W, ...) that earlier
+        steps also wrote, and each step's checkpoint must keep its own files.
         """
         record = {"key": key, "files": {}, "values": {}, **extra}
         for name, value in outputs.items():
             if isinstance(value, Path):
                 path = value
             elif isinstance(value, np.ndarray):
-                path = self.output_path(name)
+                path = self.output_path(name, subfolder=subfolder)
                 save_npy_atomic(path, value, fortran=value.ndim >= 2)
             else:
                 record["values"][name] = value
                 self.intermediate[name] = value
                 continue
-            record["files"][name] = {"file": path.name, "size": path.stat().st_size,
-                                     "digest": file_digest(path)}
+            record["files"][name] = {"file": path.relative_to(self.path).as_posix(),
+                                     "size": path.stat().st_size, "digest": file_digest(path)}
             self.intermediate[name] = _load(path)
         manifest = self.read_manifest()
         manifest["steps"][step] = record
@@ -153,6 +157,40 @@ class Context:
         self.intermediate.update(loaded)
         self.intermediate.update(record["values"])
         return True
+
+    def checkpoint(self, step: str, name: str):
+        """Output ``name`` of ``step`` as that step saved it (``intermediate`` holds the latest
+        value of each name: st3 after learn is replaced by st3 after each post-processing step)."""
+        record = self.read_manifest()["steps"].get(step)
+        if record is None or name not in record["files"]:
+            if record is not None and name in record["values"]:
+                return record["values"][name]
+            raise ContextError(f"step {step!r} has no saved output {name!r} in {self.path}.")
+        return _load(self.path / record["files"][name]["file"])
+
+    # ------------------------------------------------------------------ the sorting
+    def _final_st3(self) -> np.ndarray:
+        if "good" not in self.intermediate:
+            raise ContextError("the run has not reached the cutoff step: no final sorting yet "
+                               "(run without stop_after, or load_context a finished run).")
+        st3 = np.asarray(self.intermediate.st3)
+        return st3[np.argsort(st3["time"], kind="stable")]
+
+    @property
+    def spike_times(self) -> np.ndarray:
+        """(n,) int64 spike samples of the final sorting, ascending (phy's spike_times)."""
+        return self._final_st3()["time"].astype(np.int64)
+
+    @property
+    def spike_clusters(self) -> np.ndarray:
+        """(n,) int64 0-based cluster of each spike, in the order of ``spike_times``."""
+        return self._final_st3()["template"].astype(np.int64)
+
+    @property
+    def cluster_labels(self) -> np.ndarray:
+        """(n_clusters,) 'good' or 'mua' (Kilosort's KSLabel) of clusters 0, 1, ..."""
+        self._final_st3()
+        return np.where(np.asarray(self.intermediate.good, bool), "good", "mua")
 
     def clear(self) -> None:
         """Delete every intermediate of this recording (``clear_context=True``)."""

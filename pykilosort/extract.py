@@ -20,17 +20,17 @@ import math
 
 import numpy as np
 
-from .kernels import match_templates, template_cross_correlations, template_svd
+from .kernels import match_templates, template_svd
 from .logs import progress
 from .neighbours import get_closest_channels
-from .templates import template_channel_overlap
+from .procfile import proc_batch_reader
+from .templates import template_channel_overlap, template_neighbours
 from .upsampling import get_kernels
 from .utils import atomic_path
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["st3_dtype", "owned_trough_range", "track_and_sort", "run_templates",
-           "template_neighbours"]
+__all__ = ["st3_dtype", "owned_trough_range", "track_and_sort", "run_templates"]
 
 _NRANK = 3
 
@@ -57,22 +57,6 @@ def owned_trough_range(k: int, *, nbatch: int, NT: int, ntbuff: int, nt0: int, n
     lo = -math.inf if k == 0 else c
     hi = math.inf if k == nbatch - 1 else NT - ntbuff + c
     return lo, hi
-
-
-def template_neighbours(W: np.ndarray, U: np.ndarray, n_nearest: int):
-    """getMeWtW: (WtW (Nfilt, Nfilt, 2*nt0-1) cross-correlations over lags, iList (n_nearest,
-    Nfilt) 0-based most similar templates by their best lag, indices wrapping as the original)."""
-    W32, U32 = W.astype(np.float32), U.astype(np.float32)
-    wtw = None
-    for i in range(_NRANK):
-        for j in range(_NRANK):
-            utu = np.asfortranarray(U32[:, :, i].T @ U32[:, :, j])
-            wtw = template_cross_correlations(W1=np.asfortranarray(W32[:, :, i]),
-                                              W2=np.asfortranarray(W32[:, :, j]), UtU=utu,
-                                              out=wtw, accumulate=wtw is not None)
-    cc = wtw.max(axis=2)
-    order = np.argsort(-cc, axis=0, kind="stable")
-    return wtw, order[np.arange(n_nearest) % cc.shape[0]]
 
 
 class _FeatureSink:
@@ -172,8 +156,6 @@ def run_templates(ctx, rez: dict, *, iorig: np.ndarray, istart: int) -> dict:
     Returns rez fields st3 (record array, batches in sorted order), cProj / cProjPC (paths of
     memory-mapped .npy files), WA, UA, muA, W_a, W_b, U_a, U_b, nsp.
     """
-    from .preprocess import proc_batch_reader
-
     p, probe = ctx.params, ctx.probe_good
     iorig = np.asarray(iorig)
     nbatch, nt0, n_chan, n_filt = iorig.size, p.nt0, probe.Nchan, rez["W"].shape[1]
@@ -240,19 +222,4 @@ def _compress(wa: np.ndarray, ua: np.ndarray, *, n_keep: int) -> dict:
             a[:, :, j] = u[:, :n_keep] * s[:n_keep]
             b[:, :, j] = vt[:n_keep].T
         out[f"{name}_a"], out[f"{name}_b"] = a, b
-    return out
-
-
-def learn_step(ctx) -> dict:
-    """learnAndSolve8b: learn templates on half the reordered batches (back and forth), then
-    extract spikes from all batches starting in the middle of the sorted order."""
-    from .learn import learn_templates, learning_order
-
-    iorig = np.asarray(ctx.intermediate.iorig)
-    rez = learn_templates(ctx, learning_order(iorig))
-    istart = int(iorig[math.ceil(iorig.size / 2) - 1])
-    out = run_templates(ctx, rez, iorig=iorig, istart=istart)
-    keep = ("W", "U", "mu", "dWU", "Wraw", "simScore", "iNeighPC", "wPCA", "wTEMP")
-    out.update({k: np.asarray(rez[k]) for k in keep})
-    out["istart"] = istart  # per-batch templates WA/UA are kept only compressed (W_a, U_a, ...)
     return out

@@ -1,6 +1,6 @@
-"""Template learning: learnTemplates.m of Kilosort2 v2.0 (learnAndSolve8b's first half).
+"""Template learning: learnAndSolve8b.m of Kilosort2 v2.0 (learnTemplates, then runTemplates).
 
-Batches are visited in ``learning_order``: the first half of the reordered batches backwards,
+In learnTemplates, batches are visited in ``learning_order``: the first half of the reordered batches backwards,
 then forwards. On each batch the running-average waveforms dWU are compressed to rank-3
 templates (template_svd), matched against the data (match_templates), updated with momentum
 from the matched spikes, thinned every 5 batches (triage_templates) and extended with new
@@ -13,17 +13,20 @@ import math
 
 import numpy as np
 
+from .extract import run_templates
 from .kernels import detect_new_spikes, match_templates, template_svd
 from .logs import progress
 from .neighbours import get_closest_channels
+from .procfile import proc_batch_reader
 from .random import make_stream
 from .snippets import extract_templates_from_snippets
-from .templates import memorize_w, template_channel_overlap, triage_templates
+from .templates import (memorize_w, template_channel_overlap, template_neighbours,
+                        triage_templates)
 from .upsampling import get_kernels
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["learning_order", "learn_templates"]
+__all__ = ["learning_order", "learn_templates", "learn_step"]
 
 _NRANK_PC, _NRANK = 6, 3    # generic waveforms for detection; rank of the templates
 _P1 = 0.95                  # decay of the spike-count estimate per batch
@@ -46,8 +49,6 @@ def _project(snippets: np.ndarray, wpca: np.ndarray) -> np.ndarray:
 def learn_templates(ctx, iorder: np.ndarray) -> dict:
     """Run learnTemplates over batches ``iorder`` (0-based); returns rez fields W, U, mu, dWU,
     Wraw, nsp, simScore, iNeighPC, iNeigh (0-based), wPCA, wTEMP."""
-    from .preprocess import proc_batch_reader
-
     p, probe, d = ctx.params, ctx.probe_good, ctx.derived
     read = proc_batch_reader(ctx)
     stream = make_stream(p.random_stream, p.LTseed if p.LTseed is not None else p.seed)
@@ -118,11 +119,22 @@ class _State:
         self.mu = np.concatenate([self.mu, np.full(n, _NEW_TEMPLATE_MU)])[:n_filt_max]
 
     def finish(self, *, iC, n_near, nt0min, wpca, wtemp) -> dict:
-        from .extract import template_neighbours
-
         wtw, ineigh = template_neighbours(self.W, self.U, n_near)
         iW = np.abs(self.dWU[nt0min - 1]).argmax(axis=0)
         rez = memorize_w(W=self.W, dWU=self.dWU, U=self.U, mu=self.mu)
         rez.update(nsp=self.nsp, simScore=wtw.max(axis=2), iNeighPC=iC[:, iW], iNeigh=ineigh,
                    wPCA=wpca, wTEMP=wtemp)
         return rez
+
+
+def learn_step(ctx) -> dict:
+    """learnAndSolve8b: learn templates on half the reordered batches (back and forth), then
+    extract spikes from all batches starting in the middle of the sorted order."""
+    iorig = np.asarray(ctx.intermediate.iorig)
+    rez = learn_templates(ctx, learning_order(iorig))
+    istart = int(iorig[math.ceil(iorig.size / 2) - 1])
+    out = run_templates(ctx, rez, iorig=iorig, istart=istart)
+    keep = ("W", "U", "mu", "dWU", "Wraw", "simScore", "iNeighPC", "wPCA", "wTEMP")
+    out.update({k: np.asarray(rez[k]) for k in keep})
+    out["istart"] = istart  # per-batch templates WA/UA are kept only compressed (W_a, U_a, ...)
+    return out

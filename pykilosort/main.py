@@ -6,32 +6,61 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from .backend import get_backend, set_num_threads
 from .context import Context
 from .errors import ParameterError, ProbeError
 from .io import RawData, find_meta, read_spikeglx_meta
+from .learn import learn_step
 from .logs import file_handler, log_environment
-from .params import resolve_params
+from .params import Params, resolve_params
 from .pipeline import Step, run_steps
+from .postprocess import (cutoff_step, duplicates_step, good_units_step, merges_step,
+                          split_amplitude_step, split_svd_step)
 from .preprocess import good_channels_step, preprocess_step, whitening_step
 from .probes import Probe, load_probe
-from .extract import learn_step
 from .reorder import cluster_single_batches
 from .utils import write_text_atomic
 
 logger = logging.getLogger("pykilosort")
 
-__all__ = ["run", "STEPS", "PLANNED_STEPS"]
+__all__ = ["run", "pipeline_steps", "step_names", "PLANNED_STEPS"]
 
-STEPS = [
+_STEPS = {s.name: s for s in [
     Step("good_channels", good_channels_step, "get_good_channels: igood"),
     Step("whitening", whitening_step, "get_whitening_matrix: Wrot, CC"),
     Step("preprocess", preprocess_step, "preprocessDataSub: filtered, whitened int16 proc file"),
     Step("reorder", cluster_single_batches, "clusterSingleBatches: batch order iorig, ccb"),
     Step("learn", learn_step, "learnAndSolve8b: templates, then spikes st3 with features"),
-]
+    Step("duplicates", duplicates_step, "remove_ks2_duplicate_spikes (remove_duplicate_spikes=True)",
+         subfolder=True),
+    Step("merges", merges_step, "find_merges(rez, 1)", subfolder=True),
+    Step("split_svd", split_svd_step, "splitAllClusters(rez, 1)", subfolder=True),
+    Step("split_amplitude", split_amplitude_step, "splitAllClusters(rez, 0) (Kilosort2 only)",
+         subfolder=True),
+    Step("cutoff", cutoff_step, "set_cutoff: good/mua, est_contam_rate", subfolder=True),
+    Step("good_units", good_units_step, "get_good_units (Kilosort 2.5 only)", subfolder=True),
+]}
+EXPORT = "export"  # not a checkpointed step: the phy folder and rez.mat, rewritten by every run
 # Kilosort2 steps not yet ported; named so that stop_after gives a precise message.
-PLANNED_STEPS = ["datashift", "postprocess", "export"]
+PLANNED_STEPS = ["datashift"]
+
+
+def pipeline_steps(params: Params) -> list[Step]:
+    """The steps of a run with ``params``, in order: Kilosort2 (main_kilosort.m of v2.0), or
+    Kilosort 2.5 (drift_correction=True: no split_amplitude; get_good_units after the cutoff)."""
+    names = ["good_channels", "whitening", "preprocess", "reorder", "learn"]
+    names += ["duplicates"] if params.remove_duplicate_spikes else []
+    names += ["merges", "split_svd"]
+    names += ["cutoff", "good_units"] if params.drift_correction else ["split_amplitude", "cutoff"]
+    return [_STEPS[n] for n in names]
+
+
+def step_names(params: Params | None = None) -> list[str]:
+    """Names ``stop_after`` accepts for ``params`` (every known step when params is None)."""
+    steps = list(_STEPS) if params is None else [s.name for s in pipeline_steps(params)]
+    return steps + [EXPORT]
 
 
 def run(dat_path, probe=None, dir_path=None, output_dir=None, device="auto", stop_after=None,
@@ -46,17 +75,20 @@ def run(dat_path, probe=None, dir_path=None, output_dir=None, device="auto", sto
         dir_path: folder for intermediates (``.kilosort/<recording>``); default: dat_path's folder.
         output_dir: folder for results and ``pykilosort.log``; default: ``dir_path/output``.
         device: 'auto' (CUDA if CuPy sees a GPU), 'cpu' or 'cuda'.
-        stop_after: name of the last step to run (see ``pykilosort.main.STEPS``).
+        stop_after: name of the last step to run (``pykilosort.main.step_names(params)``;
+            'export', the default end, writes the phy folder and rez.mat to ``output_dir``).
         clear_context: delete this recording's intermediates first (recompute everything).
         n_threads: CPU threads for numba loops (default: all cores).
         **params: Kilosort2 parameters (``pykilosort.params.PARAMS``), MATLAB ``ops`` names.
 
     Returns:
-        The :class:`~pykilosort.context.Context`, with ``ctx.intermediate`` holding rez fields.
+        The :class:`~pykilosort.context.Context`: ``ctx.intermediate`` holds the rez fields;
+        after a complete run ``ctx.spike_times``, ``ctx.spike_clusters`` and
+        ``ctx.cluster_labels`` give the sorting, and ``ctx.output_dir`` holds the phy folder.
     """
-    _check_stop_after(stop_after)
     paths = [dat_path] if isinstance(dat_path, (str, os.PathLike)) else list(dat_path)
     params = _resolve_with_meta(paths, params)
+    _check_stop_after(stop_after, params)
     probe = _resolve_probe(probe, paths, params)
     if params.NchanTOT is None:
         params = params.replace(NchanTOT=probe.NchanTOT)
@@ -82,18 +114,20 @@ def run(dat_path, probe=None, dir_path=None, output_dir=None, device="auto", sto
         logger.info("resolved params: %s", params.to_json().replace("\n", ""))
         write_text_atomic(output_dir / "params.json", params.to_json())
         ctx = Context(dir_path=dir_path, raw_data=raw, probe=probe, params=params, backend=backend)
+        ctx.output_dir = output_dir
         if clear_context:
             logger.info("clear_context=True: deleting %s", ctx.path)
             ctx.clear()
         ctx.write_inputs()
-        run_steps(ctx, STEPS, stop_after=stop_after)
+        steps = pipeline_steps(params)
+        run_steps(ctx, steps, stop_after=None if stop_after == EXPORT else stop_after)
         _figures(ctx, output_dir)
-        if stop_after is None:
-            logger.info("the pipeline currently ends after %r (not yet ported: %s)", STEPS[-1].name,
-                        ", ".join(PLANNED_STEPS))
-        if not params.save_temp_files:
-            logger.info("save_temp_files=False: deleting intermediates in %s", ctx.path)
-            shutil.rmtree(ctx.path, ignore_errors=True)
+        if stop_after in (None, EXPORT):
+            _export(ctx, output_dir)
+        elif not params.save_temp_files:
+            logger.warning("save_temp_files=False is ignored: the run stopped after %r, before "
+                           "the export, so the intermediates in %s are the only results",
+                           stop_after, ctx.path)
         return ctx
     except Exception:
         logger.exception("run failed")
@@ -102,6 +136,23 @@ def run(dat_path, probe=None, dir_path=None, output_dir=None, device="auto", sto
         logger.removeHandler(handler)
         handler.close()
         logger.setLevel(previous_level)
+
+
+def _export(ctx: Context, output_dir: Path) -> None:
+    """rezToPhy and rez.mat; then, with save_temp_files=False, the intermediates are deleted."""
+    from .export import write_phy, write_rez_mat
+
+    write_phy(ctx, output_dir)
+    write_rez_mat(ctx, output_dir / "rez.mat")
+    good = np.asarray(ctx.intermediate.good, bool)
+    logger.info("sorting finished: %d spikes in %d clusters (%d good); phy folder %s",
+                np.asarray(ctx.intermediate.st3).size, good.size, good.sum(), output_dir)
+    if not ctx.params.save_temp_files:
+        if ctx.derived.ks25:
+            logger.warning("save_temp_files=False: the phy folder of a Kilosort 2.5 run points "
+                           "at the proc file, which is now deleted (phy shows no traces)")
+        logger.info("save_temp_files=False: deleting intermediates in %s", ctx.path)
+        shutil.rmtree(ctx.path, ignore_errors=True)
 
 
 def _figures(ctx: Context, output_dir: Path) -> None:
@@ -116,15 +167,19 @@ def _figures(ctx: Context, output_dir: Path) -> None:
             logger.info("batch reordering figure: %s", path)
 
 
-def _check_stop_after(stop_after) -> None:
-    names = [s.name for s in STEPS]
-    if stop_after is None or stop_after in names:
+def _check_stop_after(stop_after, params: Params) -> None:
+    if stop_after is None or stop_after in step_names(params):
         return
     if stop_after in PLANNED_STEPS:
-        raise ParameterError(f"stop_after={stop_after!r}: that step is not ported yet; implemented "
-                             f"steps are {names}.")
+        raise ParameterError(f"stop_after={stop_after!r}: that step is not ported yet; steps are "
+                             f"{step_names(params)}.")
+    if stop_after in step_names():
+        raise ParameterError(f"stop_after={stop_after!r}: this run (drift_correction="
+                             f"{params.drift_correction}, remove_duplicate_spikes="
+                             f"{params.remove_duplicate_spikes}) has no such step; its steps are "
+                             f"{step_names(params)}.")
     raise ParameterError(f"stop_after={stop_after!r} is not a step; steps are "
-                         f"{names + PLANNED_STEPS}.")
+                         f"{step_names(params)}.")
 
 
 def _resolve_with_meta(paths, user: dict):

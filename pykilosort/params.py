@@ -58,7 +58,8 @@ class Param:
 
 _P = Param
 # Steps: 'io' (raw data, probe), 'good_channels', 'whitening', 'preprocess', 'datashift',
-# 'reorder' (clusterSingleBatches), 'learn', 'postprocess', 'export', 'run' (run-level behaviour).
+# 'reorder' (clusterSingleBatches), 'learn', 'duplicates', 'merges', 'split_svd',
+# 'split_amplitude', 'cutoff', 'good_units', 'run' (run-level behaviour).
 _TABLE = [
     # --- recording ------------------------------------------------------------------------------
     _P("NchanTOT", "int", None, ("io",), "channels saved in the binary file (None: from the probe "
@@ -109,11 +110,11 @@ _TABLE = [
     _P("do_whitening", "bool", True, ("whitening",),
        "whiten across channels (False: scale each channel to unit variance instead)"),
     _P("matlab_compat", "bool", False, ("good_channels", "whitening", "preprocess", "reorder",
-                                        "learn"),
+                                        "learn", "split_svd", "split_amplitude", "cutoff"),
        "reproduce the original's known bugs exactly (README: 'Legacy quirks')"),
     # --- KS2.5 drift correction ---------------------------------------------------------------
     _P("drift_correction", "bool", False, ("good_channels", "whitening", "preprocess", "datashift",
-                                           "reorder"),
+                                           "reorder", "split_svd"),
        "Kilosort 2.5: its preprocessing (all channels kept, cross-faded batches) and datashift drift "
        "correction instead of KS2 batch reordering",
        aliases=("perform_drift_registration",)),
@@ -134,12 +135,13 @@ _TABLE = [
        low=1),
     _P("nPCs", "int", 3, ("reorder", "learn"), "PCs per channel for spike features", low=1, high=12),
     _P("nfilt_factor", "int", 4, ("learn",), "max templates per good channel", low=1, high=64),
-    _P("Th", "pair", (10.0, 4.0), ("learn",), "template-matching thresholds [learning, final]",
+    _P("Th", "pair", (10.0, 4.0), ("learn", "cutoff"),
+       "template-matching thresholds [learning, final]; set_cutoff tries thresholds between them",
        low=0.0),
     _P("lam", "float", 10.0, ("learn",), "amplitude penalty (0 none, 10 average, 50 a lot)", low=0.0),
     _P("momentum", "pair", (20.0, 400.0), ("learn",),
        "template running-average samples, annealed from first to second", low=1.0),
-    _P("sigmaMask", "float", 30.0, ("learn",), "spatial constant of the residual variance mask",
+    _P("sigmaMask", "float", 30.0, ("learn", "split_svd", "split_amplitude"), "spatial constant of the residual variance mask",
        low=0.0, unit="um"),
     _P("minFR", "float", 1 / 50, ("learn",), "templates firing below this are dropped", low=0.0,
        unit="Hz"),
@@ -148,8 +150,16 @@ _TABLE = [
        aliases=("stable_mode",)),
     _P("deterministic_mode", "bool", True, ("learn",),
        "sort spikes before applying kernels (needs useStableMode)"),
-    _P("AUCsplit", "float", 0.9, ("postprocess",), "isolation needed to split a cluster",
-       low=0.0, high=1.0),
+    # --- post-processing ------------------------------------------------------------------------
+    _P("AUCsplit", "float", 0.9, ("split_svd", "split_amplitude"),
+       "mean assignment confidence both pieces need for a cluster to be split", low=0.0, high=1.0),
+    _P("remove_duplicate_spikes", "bool", False, ("duplicates",),
+       "remove double-counted spikes before merging (remove_ks2_duplicate_spikes; off in the "
+       "original's master script)"),
+    _P("duplicate_overlap_s", "float", 5e-4, ("duplicates",),
+       "spikes closer than this in time are duplicate candidates", low=0.0, high=0.01, unit="s"),
+    _P("duplicate_separation_um", "float", 100.0, ("duplicates",),
+       "... if their templates' primary channels are closer than this", low=0.0, unit="um"),
     # --- run-level ------------------------------------------------------------------------------
     _P("save_temp_files", "bool", True, ("run",),
        "keep the intermediates under <dir_path>/.kilosort after a run (needed to resume)"),

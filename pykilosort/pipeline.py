@@ -32,12 +32,15 @@ class Step:
     name: identifier used by ``stop_after`` and in the manifest (and the params table's steps).
     func: ``func(ctx) -> {rez_name: array | Path | scalar}``; reads ``ctx.intermediate``.
     version: bump when the step's code changes its output, to invalidate old checkpoints.
+    subfolder: save the step's arrays in ``<context>/<name>/`` (steps that update rez fields an
+        earlier step wrote, such as st3 after merges, so both checkpoints stay intact).
     """
 
     name: str
     func: Callable[[Context], Mapping]
     doc: str = ""
     version: int = 1
+    subfolder: bool = False
 
 
 def _digest(obj) -> str:
@@ -82,6 +85,7 @@ def _compute(ctx: Context, step: Step, key: str) -> None:
     wall = time.perf_counter() - t0
     rss = peak_rss_mib()
     ctx.save_outputs(step.name, key, dict(outputs), extra={"wall_s": round(wall, 3),
-                                                           "peak_rss_mib": round(rss, 1)})
+                                                           "peak_rss_mib": round(rss, 1)},
+                     subfolder=step.name if step.subfolder else None)
     ctx.steps_run.append(step.name)
     logger.info("step %-14s done in %.2f s, peak memory %.0f MiB", step.name, wall, rss)

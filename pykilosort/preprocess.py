@@ -210,26 +210,3 @@ def preprocess_step(ctx: Context) -> dict:
     return {"proc": path, "Nbatch": nbatch, "NT": ctx.params.NT,
             "proc_layout": "channel_fastest" if ctx.derived.ks25 else "time_fastest",
             "chanMap": probe.chanMap, "xc": probe.xc, "yc": probe.yc, "kcoords": probe.kcoords}
-
-
-def proc_batch_reader(ctx: Context):
-    """``read(ibatch) -> (NT, Nchan) int16`` over the proc file of ``ctx`` (either layout).
-
-    Plain reads, not a memory map: pages of a mapped file count in the resident memory of the
-    process until reclaimed, which would make memory look like it grows with recording length.
-    """
-    nt, nchan = int(ctx.params.NT), ctx.probe_good.Nchan
-    path = ctx.intermediate.proc
-    channel_fastest = ctx.intermediate.get("proc_layout") == "channel_fastest"
-
-    def read(ibatch: int) -> np.ndarray:
-        with open(path, "rb") as f:
-            f.seek(2 * nt * nchan * int(ibatch))
-            block = np.fromfile(f, np.int16, count=nt * nchan)
-        if block.size != nt * nchan:
-            raise DataQualityError(f"proc file {path} is shorter than batch {ibatch} needs; "
-                                   "rerun with clear_context=True.")
-        if channel_fastest:
-            return block.reshape(nt, nchan)
-        return block.reshape(nchan, nt).T  # time fastest: a Fortran (NT, Nchan) view
-    return read

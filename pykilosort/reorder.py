@@ -129,7 +129,7 @@ def cluster_single_batches(ctx) -> dict:
     """
     from .kernels import threshold_spike_pcs
     from .neighbours import get_closest_channels
-    from .preprocess import proc_batch_reader
+    from .procfile import proc_batch_reader
     from .random import make_stream
     from .snippets import extract_pc_from_snippets
 

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["template_channel_overlap", "template_similarity", "triage_templates", "memorize_w"]
+from .kernels import template_cross_correlations
+
+__all__ = ["template_channel_overlap", "template_similarity", "template_neighbours",
+           "triage_templates", "memorize_w"]
 
 _TRIAGE_SD = np.sqrt(10.0)  # triageTemplates2's hard-coded spread of amplitudes
 _TRIAGE_SIMILARITY = 0.9
+_NRANK = 3
 
 
 def template_channel_overlap(*, iW: np.ndarray, iC: np.ndarray, mask: np.ndarray,
@@ -74,3 +78,19 @@ def memorize_w(*, W, dWU, U, mu) -> dict:
     """memorizeW: the template state, plus Wraw (Nchan, nt0, Nfilt) = mu * U_n W_n^T per template."""
     wraw = np.einsum("n,cnr,tnr->ctn", mu, U, W)
     return {"dWU": dWU, "W": W, "U": U, "mu": mu, "Wraw": wraw}
+
+
+def template_neighbours(W: np.ndarray, U: np.ndarray, n_nearest: int):
+    """getMeWtW: (WtW (Nfilt, Nfilt, 2*nt0-1) cross-correlations over lags, iList (n_nearest,
+    Nfilt) 0-based most similar templates by their best lag, indices wrapping as the original)."""
+    W32, U32 = W.astype(np.float32), U.astype(np.float32)
+    wtw = None
+    for i in range(_NRANK):
+        for j in range(_NRANK):
+            utu = np.asfortranarray(U32[:, :, i].T @ U32[:, :, j])
+            wtw = template_cross_correlations(W1=np.asfortranarray(W32[:, :, i]),
+                                              W2=np.asfortranarray(W32[:, :, j]), UtU=utu,
+                                              out=wtw, accumulate=wtw is not None)
+    cc = wtw.max(axis=2)
+    order = np.argsort(-cc, axis=0, kind="stable")
+    return wtw, order[np.arange(n_nearest) % cc.shape[0]]

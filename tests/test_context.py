@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import pykilosort.preprocess as preprocess_module
-from pykilosort import load_context, run
+from pykilosort import load_context, load_sorting, run
 from pykilosort.errors import ContextError, ParameterError
 from pykilosort.utils import atomic_path, save_npy_atomic
 
@@ -114,8 +114,10 @@ def test_clear_context_and_stop_after(rec):
     assert _run(rec, stop_after="good_channels").steps_run == ["good_channels"]
     assert _run(rec, stop_after="whitening").steps_run == ["whitening"]
     assert _run(rec, clear_context=True).steps_run == ALL
-    with pytest.raises(ParameterError, match=r"'export': that step is not ported yet"):
-        _run(rec, stop_after="export")
+    with pytest.raises(ParameterError, match=r"'datashift': that step is not ported yet"):
+        _run(rec, stop_after="datashift")
+    with pytest.raises(ParameterError, match=r"'split_amplitude': this run \(drift_correction=True"):
+        _run(rec, stop_after="split_amplitude", drift_correction=True)
     with pytest.raises(ParameterError, match=r"'lern' is not a step"):
         _run(rec, stop_after="lern")
 
@@ -136,10 +138,20 @@ def test_load_context_errors(tmp_path):
         load_context(tmp_path)
 
 
-def test_save_temp_files_false_removes_intermediates(rec):
-    ctx = _run(rec, save_temp_files=False)
+def test_save_temp_files_false_removes_intermediates_but_keeps_the_sorting(rec):
+    ctx = _run(rec, save_temp_files=False, stop_after=None)
     assert not ctx.path.exists()
-    assert (rec[0].parent / "output" / "params.json").exists()
+    out = rec[0].parent / "output"
+    sorting = load_sorting(out)
+    np.testing.assert_array_equal(sorting.spike_times, ctx.spike_times)
+    assert (out / "params.json").exists() and (out / "rez.mat").exists()
+
+
+def test_save_temp_files_false_keeps_intermediates_of_a_run_stopped_early(rec, caplog):
+    with caplog.at_level(logging.WARNING, logger="pykilosort"):
+        ctx = _run(rec, save_temp_files=False)  # stops after reorder: nothing exported yet
+    assert ctx.path.exists() and (ctx.path / "manifest.json").exists()
+    assert any("save_temp_files=False is ignored" in r.getMessage() for r in caplog.records)
 
 
 def test_atomic_writes_leave_old_file_on_failure(tmp_path):

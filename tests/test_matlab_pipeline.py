@@ -19,6 +19,7 @@ import scipy.io
 import pykilosort.extract
 import pykilosort.kernels
 import pykilosort.learn
+import pykilosort.templates
 from pykilosort import run
 from pykilosort.kernels.mex import MEX_FUNCTIONS, array_digest, call_mex
 from pykilosort.probes import load_probe
@@ -37,7 +38,7 @@ KERNELS = {
     "mexGetSpikes2": ("detect_new_spikes", (pykilosort.learn,)),
     "mexSVDsmall2": ("template_svd", (pykilosort.learn, pykilosort.extract)),
     "mexMPnu8": ("match_templates", (pykilosort.learn, pykilosort.extract)),
-    "mexWtW2": ("template_cross_correlations", (pykilosort.extract,)),
+    "mexWtW2": ("template_cross_correlations", (pykilosort.templates,)),
 }
 # our argument name -> (MATLAB argument number, comparison); 'lsb': whitened data (proc files
 # agree within 1 int16 step), 'close': float within REL, 'exact': indices and masks

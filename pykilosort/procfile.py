@@ -1,0 +1,36 @@
+"""Reading the proc file: the whitened int16 batches written by preprocessing.
+
+Every step after preprocessing (batch reordering, template learning, spike extraction) reads
+batches through :func:`proc_batch_reader`, which knows both layouts: Kilosort2's time-fastest
+blocks and Kilosort 2.5's channel-fastest ones.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import DataQualityError
+
+__all__ = ["proc_batch_reader"]
+
+
+def proc_batch_reader(ctx):
+    """``read(ibatch) -> (NT, Nchan) int16`` over the proc file of ``ctx`` (either layout).
+
+    Plain reads, not a memory map: pages of a mapped file count in the resident memory of the
+    process until reclaimed, which would make memory look like it grows with recording length.
+    """
+    nt, nchan = int(ctx.params.NT), ctx.probe_good.Nchan
+    path = ctx.intermediate.proc
+    channel_fastest = ctx.intermediate.get("proc_layout") == "channel_fastest"
+
+    def read(ibatch: int) -> np.ndarray:
+        with open(path, "rb") as f:
+            f.seek(2 * nt * nchan * int(ibatch))
+            block = np.fromfile(f, np.int16, count=nt * nchan)
+        if block.size != nt * nchan:
+            raise DataQualityError(f"proc file {path} is shorter than batch {ibatch} needs; "
+                                   "rerun with clear_context=True.")
+        if channel_fastest:
+            return block.reshape(nt, nchan)
+        return block.reshape(nchan, nt).T  # time fastest: a Fortran (NT, Nchan) view
+    return read
