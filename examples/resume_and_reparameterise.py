@@ -2,8 +2,8 @@
 
     python examples/resume_and_reparameterise.py [workdir]
 
-Generates a small synthetic recording, sorts it, then changes one parameter: only the steps that
-read it, and the steps after them, run again. Kill the first run (Ctrl-C) and rerun to see it
+Generates a small synthetic recording, sorts it into a phy folder (work/output), then changes
+parameters: only the steps that read them, and the steps after them, run again. Kill the first run (Ctrl-C) and rerun to see it
 continue at the step it was in.
 """
 import sys
@@ -19,7 +19,10 @@ if __name__ == "__main__":
     print("first run computed:", first.steps_run)
     again = run(rec.bin_path, probe=rec.probe, dir_path=work)
     print("unchanged rerun computed:", again.steps_run)          # []
-    changed = run(rec.bin_path, probe=rec.probe, dir_path=work, nSkipCov=5)
-    print("after nSkipCov=5 computed:", changed.steps_run)        # ['whitening', 'preprocess']
+    changed = run(rec.bin_path, probe=rec.probe, dir_path=work, AUCsplit=0.8)
+    print("after AUCsplit=0.8 computed:", changed.steps_run)  # ['split_svd', 'split_amplitude', 'cutoff']
+    changed = run(rec.bin_path, probe=rec.probe, dir_path=work, AUCsplit=0.8, nSkipCov=5)
+    print("after nSkipCov=5 computed:", changed.steps_run)    # 'whitening' and every step after it
     ctx = load_context(work)
-    print("whitening matrix:", ctx.intermediate.Wrot.shape)
+    print("whitening matrix:", ctx.intermediate.Wrot.shape, "; good units:",
+          (ctx.cluster_labels == "good").sum(), "; phy folder:", work / "output")

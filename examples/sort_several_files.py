@@ -15,4 +15,4 @@ if __name__ == "__main__":
     args = ap.parse_args()
     add_default_handler("INFO")
     ctx = run(args.files, probe=args.probe, n_channels=args.n_channels, dir_path=args.dir)
-    print(f"{ctx.raw_data}: sorted into {ctx.path}")
+    print(f"{ctx.raw_data}: {ctx.spike_times.size} spikes; phy folder {ctx.output_dir}")

@@ -17,4 +17,6 @@ if __name__ == "__main__":
     scratch = Path(sys.argv[2]) if len(sys.argv) > 2 else bin_path.parent
     add_default_handler("INFO")
     ctx = run(bin_path, dir_path=scratch, fshigh=150)
-    print(ctx)
+    print(f"{ctx.spike_times.size} spikes, {(ctx.cluster_labels == 'good').sum()} good of "
+          f"{ctx.cluster_labels.size} clusters; open in phy: phy template-gui "
+          f"{ctx.output_dir / 'params.py'}")
