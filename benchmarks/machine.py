@@ -7,11 +7,13 @@ import sys
 import tempfile
 
 
-def run_json_child(code: str, *args: str) -> dict:
-    """Run ``code`` in a fresh Python process with ``args`` and a scratch folder appended; return
-    the JSON object it prints last (fresh processes give honest peak-memory figures)."""
+def run_json_child(code: str, *args: str, python: str | None = None) -> dict:
+    """Run ``code`` in a fresh Python process (``python``, default this one) with ``args`` and a
+    scratch folder appended; return the JSON object it prints last (fresh processes give honest
+    peak-memory figures)."""
     with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.run([sys.executable, "-c", code, *map(str, args), tmp], capture_output=True,
+        proc = subprocess.run([python or sys.executable, "-c", code, *map(str, args), tmp],
+                              capture_output=True,
                               text=True, env={"PYKILOSORT_PROGRESS": "0", "PATH": "/usr/bin:/bin"})
     if proc.returncode:
         raise RuntimeError(proc.stderr[-3000:])
