@@ -62,11 +62,13 @@ class Context:
         probe: the full probe (all mapped channels); ``ctx.intermediate.igood`` selects channels.
         params: resolved parameters.
         backend: where the steps compute (default: CPU).
+        output_dir: the folder of the phy files and the log (run()'s output_dir).
     """
 
     def __init__(self, *, dir_path, raw_data: RawData, probe: Probe, params: Params,
-                 backend: Backend | None = None):
+                 backend: Backend | None = None, output_dir=None):
         self.dir_path = Path(dir_path)
+        self.output_dir = None if output_dir is None else Path(output_dir)  # the phy folder
         self.backend = backend or Backend("cpu")
         self.raw_data = raw_data
         self.probe = probe
@@ -98,7 +100,8 @@ class Context:
         """Record what this context was built from, for :func:`load_context`."""
         write_json_atomic(self.path / INPUTS, {
             "raw_data": self.raw_data.describe(), "probe": self.probe.to_dict(),
-            "params": json.loads(self.params.to_json())})
+            "params": json.loads(self.params.to_json()),
+            "output_dir": None if self.output_dir is None else str(self.output_dir.resolve())})
 
     # ------------------------------------------------------------------ outputs
     def output_path(self, name: str, suffix: str = ".npy", *, subfolder: str | None = None) -> Path:
@@ -264,7 +267,8 @@ def load_context(path) -> Context:
     ctx = Context(dir_path=folder.parent.parent,
                   raw_data=RawData(raw["paths"], n_channels=raw["n_channels"], dtype=raw["dtype"]),
                   probe=Probe.from_dict(inputs["probe"]),
-                  params=params_from_json(json.dumps(inputs["params"])))
+                  params=params_from_json(json.dumps(inputs["params"])),
+                  output_dir=inputs.get("output_dir"))
     for step, record in ctx.read_manifest()["steps"].items():
         if not ctx.load_outputs(step, record["key"]):
             logger.warning("step %r of %s could not be loaded", step, folder)

@@ -15,6 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .correlograms import ccg
+from .logs import progress
 from .merges import cluster_members
 
 logger = logging.getLogger(__name__)
@@ -87,7 +88,8 @@ def set_cutoff(*, times: np.ndarray, templates: np.ndarray, vexp: np.ndarray, n_
     good = np.zeros(n_templates, bool)
     contam = np.ones(n_templates)
     ths = np.zeros(n_templates)
-    for j, ix in enumerate(cluster_members(labels, n_templates)):
+    members = cluster_members(labels, n_templates)
+    for j, ix in enumerate(progress(members, desc="cutoff", unit="cluster")):
         if ix.size == 0:
             continue
         good[j], thr = _unit_threshold(seconds[ix], vexp[ix], tuple(Th), legacy=legacy)

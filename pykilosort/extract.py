@@ -132,13 +132,16 @@ def _batch_spikes(ctx, res, k: int, slot: int, nbatch: int):
     p, d = ctx.params, ctx.derived
     st0 = np.asarray(res.st, np.int64)
     keep = np.ones(st0.size, bool)
-    if not p.matlab_compat:  # each batch keeps its own range of troughs: no holes, no doubles
-        lo, hi = owned_trough_range(k, nbatch=nbatch, NT=p.NT, ntbuff=p.ntbuff, nt0=p.nt0,
-                                    nt0min=d.nt0min)
-        keep = (st0 + d.nt0min >= lo) & (st0 + d.nt0min < hi)
-    ioffset = 0 if k == 0 else p.ntbuff
+    if d.ks25:  # KS2.5 proc batches are consecutive NT-sample blocks without overlap
+        batch_start = d.tstart + p.NT * k
+    else:
+        batch_start = d.tstart - (0 if k == 0 else p.ntbuff) + (p.NT - p.ntbuff) * k
+        if not p.matlab_compat:  # each batch keeps its own range of troughs: no holes, no doubles
+            lo, hi = owned_trough_range(k, nbatch=nbatch, NT=p.NT, ntbuff=p.ntbuff, nt0=p.nt0,
+                                        nt0min=d.nt0min)
+            keep = (st0 + d.nt0min >= lo) & (st0 + d.nt0min < hi)
     st3 = np.empty(int(keep.sum()), st3_dtype())
-    st3["time"] = d.nt0min + d.tstart - ioffset + (p.NT - p.ntbuff) * k + st0[keep]
+    st3["time"] = d.nt0min + batch_start + st0[keep]
     st3["template"] = np.asarray(res.template)[keep]
     st3["amplitude"] = np.asarray(res.amplitude)[keep]
     st3["vexp"] = np.asarray(res.vexp)[keep]

@@ -61,7 +61,8 @@ def log_environment(logger: logging.Logger, backend) -> None:
 
 
 def progress(iterable, *, desc: str, total: int | None = None, unit: str = "batch"):
-    """A tqdm bar over batches (hidden when stderr is not a terminal, or PYKILOSORT_PROGRESS=0)."""
+    """A tqdm bar over batches (hidden when stderr is not a terminal, or PYKILOSORT_PROGRESS=0).
+    ``iterable=None`` gives a bar to advance by hand (``bar.update(n)``, then ``bar.close()``)."""
     import os
 
     from tqdm.auto import tqdm

@@ -113,8 +113,8 @@ def run(dat_path, probe=None, dir_path=None, output_dir=None, device="auto", sto
         logger.info("probe: %r", probe)
         logger.info("resolved params: %s", params.to_json().replace("\n", ""))
         write_text_atomic(output_dir / "params.json", params.to_json())
-        ctx = Context(dir_path=dir_path, raw_data=raw, probe=probe, params=params, backend=backend)
-        ctx.output_dir = output_dir
+        ctx = Context(dir_path=dir_path, raw_data=raw, probe=probe, params=params, backend=backend,
+                      output_dir=output_dir)
         if clear_context:
             logger.info("clear_context=True: deleting %s", ctx.path)
             ctx.clear()

@@ -13,6 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .correlograms import ccg
+from .logs import progress
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def find_merges(*, times: np.ndarray, templates: np.ndarray, sim: np.ndarray,
     nspk = np.array([m.size for m in members], np.float64)
     isort = np.argsort(nspk, kind="stable")  # ascending spike count; MATLAB sort is stable
     merges = []
-    for j in isort:
+    for j in progress(isort, desc="merges", unit="cluster"):
         s1 = seconds[members[j]]
         # candidates: larger clusters, most similar first (MATLAB's descending sort is stable)
         cc = xsim[j] * (nspk > s1.size)

@@ -29,6 +29,7 @@ import scipy.signal
 
 from .correlograms import ccg, nanmin
 from .kernels import template_svd
+from .logs import progress
 from .merges import cluster_members
 from .templates import template_neighbours
 
@@ -166,8 +167,8 @@ def _try_split(clp0, seconds, *, init: str, wpca, auc_split: float, running_avg:
         w = w / np.float32(np.sum(w ** 2, dtype=np.float32) ** 0.5)
     rs = bimodal_pursuit(clp, w)
     ilow = rs[:, 0] > rs[:, 1]
-    with np.errstate(invalid="ignore"):
-        plow, phigh = np.mean(rs[ilow, 0]), np.mean(rs[~ilow, 1])
+    plow = rs[ilow, 0].mean() if ilow.any() else np.nan     # MATLAB: mean([]) is NaN
+    phigh = rs[~ilow, 1].mean() if not ilow.all() else np.nan
     nremove = min(ilow.mean(), (~ilow).mean())
     score = ccg(seconds[ilow], seconds[~ilow])
     if score.Q < VETO_Q and score.R < VETO_R:
@@ -219,7 +220,10 @@ def split_all_clusters(*, times: np.ndarray, templates: np.ndarray, features, ro
     new_dwu: list[np.ndarray] = []          # waveforms of the clusters created here
     simscore = np.array(sim, np.float32, copy=True)
     splits, vetoes, ik = [], 0, 0
+    bar = progress(None, desc=f"splits ({init})", total=len(iW), unit="cluster")
     while ik < len(iW):
+        bar.total, bar.n = len(iW), ik
+        bar.refresh()
         isp = members[ik]
         if isp.size < MIN_SPIKES:
             ik += 1
@@ -245,6 +249,7 @@ def split_all_clusters(*, times: np.ndarray, templates: np.ndarray, features, ro
         splits.append((ik, new))
         logger.debug("split cluster %d: %d spikes to new cluster %d", ik, members_new.size, new)
         # the piece that stays is tested again; the new one when the loop reaches it
+    bar.close()
     logger.info("splits (%s): %d clusters split, %d splits voided by refractory CCGs", init,
                 len(splits), vetoes)
     return _finish(labels=labels, dwu=dwu, new_dwu=new_dwu, W=W, wpca=wpca, iW=iW, iC=iC,

@@ -171,3 +171,20 @@ def test_manifest_records_time_and_memory(rec):
     for step in ALL:
         record = manifest["steps"][step]
         assert record["wall_s"] >= 0 and record["peak_rss_mib"] > 0 and len(record["key"]) == 16
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_results_honour_the_umask(rec, umask):
+    """Checkpoints and params.json are written through temporary files (mkstemp makes them 0600):
+    they must end with the permissions the user's umask gives any new file."""
+    import os
+
+    old = os.umask(umask)
+    try:
+        ctx = _run(rec, stop_after="whitening")
+    finally:
+        os.umask(old)
+    expected = 0o666 & ~umask
+    for path in [ctx.path / "Wrot.npy", ctx.path / "manifest.json",
+                 rec[0].parent / "output" / "params.json"]:
+        assert path.stat().st_mode & 0o777 == expected, (path.name, oct(path.stat().st_mode))

@@ -120,6 +120,8 @@ def test_load_context_of_a_finished_run(sorted_rec):
     ctx = load_context(sorted_rec.dir_path)
     np.testing.assert_array_equal(ctx.spike_times, sorted_rec.spike_times)
     np.testing.assert_array_equal(ctx.cluster_labels, sorted_rec.cluster_labels)
+    assert ctx.output_dir == sorted_rec.output_dir.resolve()
+    np.testing.assert_array_equal(load_sorting(ctx.output_dir).spike_clusters, ctx.spike_clusters)
 
 
 def test_rerun_skips_everything_and_auc_change_reruns_splits_only(rec, sorted_rec):
