@@ -16,16 +16,22 @@ from .neighbours import channel_distances
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["remove_duplicate_spikes", "template_amplitudes", "unwhitened_templates"]
+__all__ = ["remove_duplicate_spikes", "template_amplitudes", "unwhitened_templates", "unwhiten"]
+
+
+def unwhiten(templates: np.ndarray, *, Wrot: np.ndarray, scaleproc: float) -> np.ndarray:
+    """(Nfilt, nt, Nchan) templates times the inverse of the whitening matrix Wrot / scaleproc
+    (float64): the templates in the raw data's units, as rezToPhy and this module compute them."""
+    winv = np.linalg.inv(np.asarray(Wrot, np.float64) / scaleproc)
+    return np.asarray(templates, np.float64) @ winv
 
 
 def unwhitened_templates(*, W: np.ndarray, U: np.ndarray, Wrot: np.ndarray,
                          scaleproc: float) -> np.ndarray:
-    """(Nfilt, nt, Nchan) templates U_n W_n^T (float32, rezToPhy's layout) times the inverse of
-    the whitening matrix Wrot / scaleproc, in float64 (W: (nt, Nfilt, 3), U: (Nchan, Nfilt, 3))."""
+    """(Nfilt, nt, Nchan) templates U_n W_n^T (float32, rezToPhy's layout), unwhitened
+    (W: (nt, Nfilt, 3), U: (Nchan, Nfilt, 3))."""
     temps = np.einsum("cnr,tnr->ntc", np.asarray(U, np.float32), np.asarray(W, np.float32))
-    winv = np.linalg.inv(np.asarray(Wrot, np.float64) / scaleproc)
-    return temps.astype(np.float64) @ winv
+    return unwhiten(temps, Wrot=Wrot, scaleproc=scaleproc)
 
 
 def template_amplitudes(unwhitened: np.ndarray):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .duplicates import template_amplitudes
+from .duplicates import template_amplitudes, unwhiten
 from .errors import ContextError
 from .utils import atomic_path
 
@@ -51,8 +51,7 @@ def template_amplitudes_for_phy(*, templates, Wrot, scaleproc, spike_templates, 
                                 n_templates: int) -> np.ndarray:
     """rezToPhy's tempAmps: mean over each template's spikes of (unwhitened peak-to-peak
     amplitude of the template) x (the spike's scaling amplitude); 0 for templates without spikes."""
-    winv = np.linalg.inv(np.asarray(Wrot, np.float64) / scaleproc)
-    amp, _ = template_amplitudes(templates.astype(np.float64) @ winv)
+    amp, _ = template_amplitudes(unwhiten(templates, Wrot=Wrot, scaleproc=scaleproc))
     spike_amps = amp[spike_templates] * np.asarray(amplitudes, np.float64)
     counts = np.bincount(spike_templates, minlength=n_templates)
     sums = np.bincount(spike_templates, weights=spike_amps, minlength=n_templates)

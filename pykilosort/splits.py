@@ -24,13 +24,13 @@ import logging
 from typing import NamedTuple
 
 import numpy as np
-import scipy.linalg
 import scipy.signal
 
 from .correlograms import ccg, nanmin
 from .kernels import template_svd
 from .logs import progress
 from .merges import cluster_members
+from .snippets import eig_components
 from .templates import template_neighbours
 
 logger = logging.getLogger(__name__)
@@ -70,14 +70,6 @@ def running_average(x: np.ndarray, sig: float) -> np.ndarray:
     smooth = scipy.signal.fftconvolve(x, g[:, None], mode="full", axes=0)[tmax: tmax + len(x)]
     norm = scipy.signal.fftconvolve(np.ones(len(x)), g, mode="full")[tmax: tmax + len(x)]
     return (smooth / norm[:, None]).astype(np.float32)
-
-
-def _first_direction(clp: np.ndarray) -> np.ndarray:
-    """svdecon(clp') u(:,1): top eigenvector of clp' clp (single, LAPACK ssyev on the upper
-    triangle like Octave's eig)."""
-    c = clp.T @ clp
-    d, u = scipy.linalg.eigh(c, lower=False, driver="ev")
-    return u[:, np.argsort(-np.abs(d), kind="stable")[0]].astype(np.float32)
 
 
 def _var(x: np.ndarray) -> np.float32:
@@ -161,7 +153,7 @@ def _try_split(clp0, seconds, *, init: str, wpca, auc_split: float, running_avg:
     if running_avg:  # the projections are not drift corrected (v2.0)
         clp = clp - running_average(clp, RUNNING_AVERAGE_SIG)
     if init == "svd":
-        w = _first_direction(clp)
+        w = eig_components(clp.T, 1)[:, 0]  # svdecon(clp') u(:,1), single precision
     else:
         w = clp0.mean(axis=0, dtype=np.float32)
         w = w / np.float32(np.sum(w ** 2, dtype=np.float32) ** 0.5)
