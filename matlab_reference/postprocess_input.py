@@ -24,6 +24,7 @@ import numpy as np
 import scipy.io
 
 from pykilosort import make_synthetic_recording, run
+from pykilosort.export import st3_matrix
 
 SPEC = dict(n_channels=32, n_units=10, duration_s=60.0, seed=303, firing_rate_range=(10.0, 25.0))
 
@@ -35,8 +36,7 @@ def learn_rez(work: Path) -> dict:
     it, p, d, probe = ctx.intermediate, ctx.params, ctx.derived, ctx.probe_good
     st3 = np.asarray(it.st3)
     return {
-        "st3": np.stack([st3["time"], st3["template"] + 1.0, st3["amplitude"], st3["vexp"],
-                         st3["batch"] + 1.0], axis=1),
+        "st3": st3_matrix(st3),
         "cProj": np.asarray(it.cProj, np.float32), "cProjPC": np.asarray(it.cProjPC, np.float32),
         "dWU": np.asarray(it.dWU, np.float64), "W": np.asarray(it.W, np.float64),
         "U": np.asarray(it.U, np.float64), "mu": np.asarray(it.mu, np.float64).reshape(-1, 1),

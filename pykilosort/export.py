@@ -23,7 +23,8 @@ from .utils import atomic_path
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["write_phy", "phy_arrays", "write_rez_mat", "load_sorting", "Sorting", "PHY_FILES"]
+__all__ = ["write_phy", "phy_arrays", "write_rez_mat", "load_sorting", "Sorting", "PHY_FILES",
+           "st3_matrix", "wphy"]
 
 PHY_FILES = ("spike_times.npy", "spike_templates.npy", "spike_clusters.npy", "amplitudes.npy",
              "templates.npy", "templates_ind.npy", "channel_map.npy", "channel_positions.npy",
@@ -39,12 +40,17 @@ def _column(x) -> np.ndarray:
     return np.asarray(x).reshape(-1, 1)
 
 
+def wphy(W: np.ndarray, nt0min: int) -> np.ndarray:
+    """splitAllClusters' rez.Wphy: W (nt0, Nfilt, 3) padded in front with nt0min + 1 zeros, so
+    that the trough is at the centre of phy's window."""
+    W = np.asarray(W, np.float64)
+    return np.concatenate([np.zeros((nt0min + 1,) + W.shape[1:]), W])
+
+
 def phy_templates(*, W: np.ndarray, U: np.ndarray, nt0min: int) -> np.ndarray:
-    """(Nfilt, nt0 + nt0min + 1, Nchan) float32: U_n Wphy_n^T, Wphy = W padded in front with
-    nt0min + 1 zeros (splitAllClusters' rez.Wphy) so that the trough is at the window centre."""
-    Wphy = np.concatenate([np.zeros((nt0min + 1,) + W.shape[1:]), np.asarray(W, np.float64)])
+    """(Nfilt, nt0 + nt0min + 1, Nchan) float32: U_n Wphy_n^T."""
     return np.einsum("cnr,tnr->ntc", np.asarray(U, np.float32),
-                     Wphy.astype(np.float32)).astype(np.float32)
+                     wphy(W, nt0min).astype(np.float32)).astype(np.float32)
 
 
 def template_amplitudes_for_phy(*, templates, Wrot, scaleproc, spike_templates, amplitudes,
@@ -55,8 +61,7 @@ def template_amplitudes_for_phy(*, templates, Wrot, scaleproc, spike_templates, 
     spike_amps = amp[spike_templates] * np.asarray(amplitudes, np.float64)
     counts = np.bincount(spike_templates, minlength=n_templates)
     sums = np.bincount(spike_templates, weights=spike_amps, minlength=n_templates)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
 
 
 # ---------------------------------------------------------------------------------- writing
@@ -198,7 +203,7 @@ _REZ_FIELDS = ("W", "U", "mu", "dWU", "Wrot", "ccb", "ccbsort", "simScore", "goo
                "Wraw") + _ONE_BASED
 
 
-def _st3_matrix(st3: np.ndarray) -> np.ndarray:
+def st3_matrix(st3: np.ndarray) -> np.ndarray:
     """(n, 5) float64 MATLAB st3: time, template (1-based), amplitude, vexp, batch (1-based)."""
     return np.stack([st3["time"], st3["template"] + 1.0, st3["amplitude"], st3["vexp"],
                      st3["batch"] + 1.0], axis=1).astype(np.float64)
@@ -218,10 +223,11 @@ def rez_struct(ctx) -> dict:
     for k in _ONE_BASED:
         if k in rez:
             rez[k] = rez[k] + 1.0
-    order = np.lexsort(_st3_matrix(st3).T[::-1])  # sortrows(rez.st3)
-    rez.update(st3=_st3_matrix(st3)[order], st2=_st3_matrix(learn_st3[rows])[order],
+    final = st3_matrix(st3)
+    order = np.lexsort(final.T[::-1])  # sortrows(rez.st3)
+    rez.update(st3=final[order], st2=st3_matrix(learn_st3[rows])[order],
                cProj=np.zeros((0, 0)), cProjPC=np.zeros((0, 0)),
-               Wphy=np.concatenate([np.zeros((d.nt0min + 1,) + np.shape(it.W)[1:]), it.W]),
+               Wphy=wphy(it.W, d.nt0min),
                xc=probe.xc, yc=probe.yc, xcoords=probe.xc, ycoords=probe.yc,
                connected=np.ones(probe.Nchan), istart=float(it.get("istart", -1)) + 1)
     ops = {k: (np.array(v, np.float64) if isinstance(v, tuple) else v)

@@ -112,8 +112,8 @@ def bimodal_pursuit(clp: np.ndarray, w: np.ndarray):
             rs = np.exp(logp - lmax)
             rs = rs / (rs[:, :1] + rs[:, 1:])
             r1, r2 = rs[:, 0].astype(np.float32), rs[:, 1].astype(np.float32)
-            n1, n2 = np.float32(np.cumsum(rs[:, 0])[-1]), np.float32(np.cumsum(rs[:, 1])[-1])
-            p = np.cumsum(rs[:, 0])[-1] / n
+            sum1, sum2 = np.cumsum(rs[:, 0])[-1], np.cumsum(rs[:, 1])[-1]  # sequential sums
+            n1, n2, p = np.float32(sum1), np.float32(sum2), sum1 / n
             mu1, mu2 = np.dot(r1, x) / n1, np.dot(r2, x) / n2
             s1, s2 = np.dot(r1, (x - mu1) ** 2) / n1, np.dot(r2, (x - mu2) ** 2) / n2
             if k > 10 and k % 2 == 1:
