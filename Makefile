@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= test
 
-.PHONY: demo test test-all install clean
+.PHONY: demo test install clean
 
 $(VENV)/.installed: setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,9 +22,6 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest
-
-test-all: $(VENV)/.installed
-	$(PY) -m pytest --runslow
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info pykilosort_demo

@@ -4,12 +4,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
+import traceback
 from pathlib import Path
 
 from .errors import KilosortError, ParameterError
 
 __all__ = ["main", "parse_param"]
+
+_INF_TOKEN = re.compile(r"(?<![\w.\"])([-+]?)inf(?:inity)?(?![\w\"])", re.IGNORECASE)
 
 
 def parse_param(text: str) -> tuple[str, object]:
@@ -20,11 +24,12 @@ def parse_param(text: str) -> tuple[str, object]:
     literals = {"True": True, "False": False, "None": None, "inf": float("inf")}
     if value in literals:
         return key.strip(), literals[value]
-    try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError:
-        parsed = value
-    return key.strip(), parsed
+    for text in (value, _INF_TOKEN.sub(lambda m: m.group(1).lstrip("+") + "Infinity", value)):
+        try:  # JSON, then JSON with MATLAB/Python's inf spelled as JSON's Infinity ([0,inf])
+            return key.strip(), json.loads(text)
+        except json.JSONDecodeError:
+            pass
+    return key.strip(), value
 
 
 def _cmd_run(args) -> int:
@@ -90,7 +95,7 @@ def _cmd_demo(args) -> int:
 def _cmd_info(args) -> int:
     from . import __version__
     from .backend import cuda_available, get_backend
-    from .kernels.registry import cuda_files, cuda_module, nvcc_compile, registered
+    from .kernels.registry import registered
 
     print(f"pykilosort {__version__}")
     for mod in ("numpy", "scipy", "numba", "probeinterface", "cupy"):
@@ -98,20 +103,43 @@ def _cmd_info(args) -> int:
             print(f"  {mod:15s} {__import__(mod).__version__}")
         except Exception:
             print(f"  {mod:15s} not installed")
+    gpu = cuda_available()
     print(f"device (auto): {get_backend('auto').describe()}")
-    print(f"kernels: {registered()}")
+    print(f"\n{'kernel':30s} {'CPU':12s} CUDA")
+    for name, devices in registered().items():
+        cpu = "numba twin" if "cpu" in devices else "-"
+        cuda = ("-" if "cuda" not in devices else "ready (GPU present)" if gpu else
+                "available with a GPU")
+        print(f"{name:30s} {cpu:12s} {cuda}")
+    print(f"\n{'CUDA source':30s} status")
+    for path, status in _cuda_sources_status(gpu):
+        print(f"{path:30s} {status}")
+    return 0
+
+
+def _cuda_sources_status(gpu: bool) -> list[tuple[str, str]]:
+    """Whether each .cu compiles: with CuPy on a GPU, else with nvcc, else not checked (the CPU
+    path does not need them)."""
+    import shutil
+
+    from .kernels.registry import cuda_files, cuda_module, nvcc_compile
+
+    rows = []
     for path in cuda_files():
-        if cuda_available():
+        if gpu:
             try:
                 cuda_module(path.name)
                 status = "compiles (CuPy NVRTC)"
             except Exception as exc:  # report every kernel, do not stop at the first
-                status = f"FAILS: {exc}"
+                status = f"FAILS to compile: {exc}"
+        elif shutil.which("nvcc") is None:
+            status = "not checked: no GPU and no nvcc (not needed on the CPU)"
         else:
             ok, log = nvcc_compile(path)
-            status = "compiles (nvcc --ptx)" if ok else f"FAILS: {log.splitlines()[0] if log else ''}"
-        print(f"  {path.name:20s} {status}")
-    return 0
+            status = ("compiles (nvcc --ptx)" if ok else
+                      f"FAILS to compile (nvcc): {log.splitlines()[0] if log else ''}")
+        rows.append((path.name, status))
+    return rows
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -120,6 +148,8 @@ def _parser() -> argparse.ArgumentParser:
 
     ap = argparse.ArgumentParser(prog="pykilosort", description="Kilosort2 spike sorting in Python.")
     ap.add_argument("--version", action="version", version=f"pykilosort {__version__}")
+    ap.add_argument("--debug", action="store_true",
+                    help="print debug messages and the traceback of an error")
     sub = ap.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="sort one recording into a phy folder (several files are "
@@ -155,15 +185,26 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Exit codes: 0 done, 2 bad input (the message says what and how to fix it), 1 a failure of
+    pykilosort itself. Tracebacks go to the run's log file, and to the console with --debug."""
     from .logs import add_default_handler
 
     args = _parser().parse_args(argv)
-    handler = add_default_handler("INFO") if args.command != "info" else None
+    level = "DEBUG" if args.debug else "INFO"
+    handler = add_default_handler(level) if args.command != "info" else None
     try:
         return args.func(args)
-    except KilosortError as exc:
-        print(f"pykilosort: error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:
+        if args.debug:
+            traceback.print_exc()
+        log = getattr(exc, "pykilosort_log", None)
+        where = f" (traceback in {log})" if log and not args.debug else ""
+        if isinstance(exc, KilosortError):
+            print(f"pykilosort: error: {exc}{where}", file=sys.stderr)
+            return 2
+        print(f"pykilosort: internal error: {type(exc).__name__}: {exc}{where}. Please report it "
+              "with the log file; --debug prints the traceback.", file=sys.stderr)
+        return 1
     finally:
         if handler is not None:  # main() may be called again in one process (tests, notebooks)
             logging.getLogger("pykilosort").removeHandler(handler)

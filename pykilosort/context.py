@@ -8,10 +8,10 @@ corrupted and recompute them.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from .errors import ContextError
 from .io import RawData
 from .params import Derived, Params, derive, params_from_json
 from .probes import Probe
-from .utils import Bunch, save_npy_atomic, write_json_atomic
+from .utils import Bunch, file_digest, save_npy_atomic, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -31,26 +31,6 @@ __all__ = ["Context", "load_context", "file_digest", "MANIFEST", "CONTEXT_DIRNAM
 CONTEXT_DIRNAME = ".kilosort"
 MANIFEST = "manifest.json"
 INPUTS = "context.json"
-_FULL_HASH_LIMIT = 64 * 2**20
-_SAMPLE_BLOCKS, _BLOCK = 64, 64 * 2**10
-
-
-def file_digest(path: Path) -> str:
-    """blake2b of a file: the whole file up to 64 MiB; beyond, 64 evenly spaced 64 KiB blocks.
-
-    Large streams (the proc file) are sampled to keep checks fast; their size is checked exactly.
-    """
-    size = path.stat().st_size
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        if size <= _FULL_HASH_LIMIT:
-            for chunk in iter(lambda: f.read(2**20), b""):
-                h.update(chunk)
-        else:
-            for offset in np.linspace(0, size - _BLOCK, _SAMPLE_BLOCKS).astype(np.int64):
-                f.seek(int(offset))
-                h.update(f.read(_BLOCK))
-    return h.hexdigest()
 
 
 class Context:
@@ -66,17 +46,18 @@ class Context:
     """
 
     def __init__(self, *, dir_path, raw_data: RawData, probe: Probe, params: Params,
-                 backend: Backend | None = None, output_dir=None):
+                 backend: Backend | None = None, output_dir=None, folder=None):
         self.dir_path = Path(dir_path)
         self.output_dir = None if output_dir is None else Path(output_dir)  # the phy folder
         self.backend = backend or Backend("cpu")
         self.raw_data = raw_data
         self.probe = probe
         self.params = params
-        self.path = self.dir_path / CONTEXT_DIRNAME / raw_data.name
+        self.path = Path(folder) if folder is not None else context_folder(self.dir_path, raw_data)
         self.intermediate = Bunch()
         self.steps_run: list[str] = []  # steps computed (not loaded) in this process, in order
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.stale_steps: list[str] = []  # load_context: checkpoints left out (other params)
+        make_writable_dir(self.path, what="the intermediates", param="dir_path (CLI --dir)")
 
     # ------------------------------------------------------------------ manifest
     @property
@@ -174,8 +155,11 @@ class Context:
     # ------------------------------------------------------------------ the sorting
     def _final_st3(self) -> np.ndarray:
         if "good" not in self.intermediate:
+            stale = (f" (checkpoints of other parameters were not loaded: {self.stale_steps})"
+                     if self.stale_steps else "")
             raise ContextError("the run has not reached the cutoff step: no final sorting yet "
-                               "(run without stop_after, or load_context a finished run).")
+                               "(run without stop_after, or load_context a finished run)" + stale
+                               + ".")
         st3 = np.asarray(self.intermediate.st3)
         return st3[np.argsort(st3["time"], kind="stable")]
 
@@ -220,6 +204,61 @@ class Context:
         return f"Context({self.raw_data!r}, {self.probe!r}, intermediate=[{fields}])"
 
 
+def context_folder(dir_path: Path, raw: RawData) -> Path:
+    """``<dir_path>/.kilosort/<name>``: the folder of this recording's intermediates.
+
+    ``<name>`` is the file's stem; a second recording with the same stem (two Open Ephys
+    ``continuous.dat`` in one dir_path) gets ``<stem>-2``, and so on. A folder belongs to the
+    recording whose content fingerprint its context.json records, wherever that file now lies.
+    """
+    root = dir_path / CONTEXT_DIRNAME
+    if root.is_dir():  # this recording's folder, under whatever name it was first sorted
+        for folder in sorted(root.iterdir()):
+            owner = _recorded_raw(folder) if folder.is_dir() else None
+            if owner and same_recording(owner, raw):
+                return folder
+    for name in [raw.name] + [f"{raw.name}-{i}" for i in range(2, 1000)]:
+        folder = root / name
+        if _recorded_raw(folder) is None:
+            if name != raw.name:
+                logger.info("%s holds another recording named %r; this one's intermediates go "
+                            "to %s", root / raw.name, raw.name, folder)
+            return folder
+    raise ContextError(f"{root} holds 999 recordings named {raw.name!r}; clean it up.")
+
+
+def _recorded_raw(folder: Path) -> dict | None:
+    """The raw-data description a context folder belongs to; None if the folder is free to use."""
+    try:
+        return json.loads((folder / INPUTS).read_text())["raw_data"]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        if not folder.is_dir() or not any(folder.iterdir()):
+            return None
+        logger.warning("%s is unreadable (%s): that folder is left alone", folder / INPUTS, exc)
+        return {}
+
+
+def same_recording(desc: dict, raw: RawData) -> bool:
+    """Whether a recorded RawData.describe() is ``raw``: the same content (wherever it lies now),
+    or the same files (whose content changed: the checkpoint keys then rerun everything)."""
+    return (desc.get("fingerprint") == raw.fingerprint() or
+            desc.get("paths") == [str(p) for p in raw.paths])
+
+
+def make_writable_dir(folder: Path, *, what: str, param: str) -> None:
+    """Create ``folder`` and check that files can be written in it, else say which parameter
+    moves ``what`` elsewhere (raw data often lie on a read-only share)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ContextError(f"cannot write {what} to {folder} ({exc.strerror or exc}): choose a "
+                           f"writable folder with {param}.") from exc
+
+
 def _load(path: Path):
     if path.suffix == ".npy":
         return np.load(path, mmap_mode="r", allow_pickle=False)
@@ -242,12 +281,15 @@ def _find_context_dir(path: Path) -> Path:
     if (path / INPUTS).is_file():
         return path
     root = path / CONTEXT_DIRNAME
+    if not root.is_dir() and (path / "output" / CONTEXT_DIRNAME).is_dir():
+        root = path / "output" / CONTEXT_DIRNAME  # the data folder of a run without dir_path
     candidates = sorted(p.parent for p in root.glob(f"*/{INPUTS}")) if root.is_dir() else []
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
         raise ContextError(f"no pykilosort run found in {path}: expected {path}/{CONTEXT_DIRNAME}/"
-                           f"<recording>/{INPUTS} (is this the dir_path given to run()?).")
+                           f"<recording>/{INPUTS} (pass run()'s dir_path, or its output_dir when "
+                           "no dir_path was given).")
     raise ContextError(f"{path} holds several recordings ({[c.name for c in candidates]}); pass "
                        f"one of the folders under {root}.")
 
@@ -255,21 +297,48 @@ def _find_context_dir(path: Path) -> Path:
 def load_context(path) -> Context:
     """Open the context of a finished or interrupted run for inspection.
 
-    ``path`` is the ``dir_path`` given to ``run()`` or a ``.kilosort/<recording>`` folder. The
-    intermediates of every step recorded in the manifest are loaded (memory-mapped).
+    ``path`` is the ``dir_path`` given to ``run()`` or a ``.kilosort/<recording>`` folder. Loaded
+    (memory-mapped) are the outputs of the steps whose checkpoints chain from the inputs and
+    parameters of the last run (context.json): outputs of older runs with other parameters are
+    left out, with a warning. The raw data file need not exist any more.
     """
+    from .main import pipeline_steps  # main imports this module
+    from .pipeline import load_checkpoints
+
     folder = _find_context_dir(Path(path))
     try:
         inputs = json.loads((folder / INPUTS).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        raw = RawData.from_description(inputs["raw_data"])
+        probe = Probe.from_dict(inputs["probe"])
+        params = params_from_json(json.dumps(inputs["params"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ContextError(f"{folder / INPUTS} is unreadable ({exc}); rerun run().") from exc
-    raw = inputs["raw_data"]
-    ctx = Context(dir_path=folder.parent.parent,
-                  raw_data=RawData(raw["paths"], n_channels=raw["n_channels"], dtype=raw["dtype"]),
-                  probe=Probe.from_dict(inputs["probe"]),
-                  params=params_from_json(json.dumps(inputs["params"])),
-                  output_dir=inputs.get("output_dir"))
-    for step, record in ctx.read_manifest()["steps"].items():
-        if not ctx.load_outputs(step, record["key"]):
-            logger.warning("step %r of %s could not be loaded", step, folder)
+    if not raw.available:
+        logger.warning("raw data %s not found: results load, steps that read raw data cannot run",
+                       raw.paths[0])
+    ctx = Context(dir_path=folder.parent.parent, raw_data=raw, probe=probe, params=params,
+                  output_dir=inputs.get("output_dir"), folder=folder)
+    loaded, stale = load_checkpoints(ctx, pipeline_steps(params))
+    if stale:
+        logger.warning(
+            "%s: the checkpoints of step(s) %s were not loaded: they do not follow from the "
+            "parameters and inputs of the last run (context.json), being stale, damaged or of "
+            "another parameter set; run() with these parameters recomputes them.",
+            folder, ", ".join(stale))
+    ctx.stale_steps = stale
+    _warn_if_export_differs(ctx)
     return ctx
+
+
+def _warn_if_export_differs(ctx: Context) -> None:
+    """The phy folder holds the last export; say so when that was of other parameters."""
+    exported = None if ctx.output_dir is None else ctx.output_dir / "params.json"
+    if exported is None or not exported.is_file():
+        return
+    try:
+        same = params_from_json(exported.read_text()) == ctx.params
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        logger.warning("%s holds the export of other parameters than the last run's: run() with "
+                       "these parameters to export them", ctx.output_dir)

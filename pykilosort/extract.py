@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import math
 
 import numpy as np
@@ -64,7 +65,8 @@ class _FeatureSink:
 
     def __init__(self, folder, nbatch: int):
         self.folder, self.blocks = folder, [None] * nbatch
-        self.folder.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.folder, ignore_errors=True)  # leftovers of a run killed here
+        self.folder.mkdir(parents=True)
 
     def add(self, slot: int, st3: np.ndarray, fw: np.ndarray, fwpc: np.ndarray) -> None:
         path = self.folder / f"batch{slot:06d}.npz"
@@ -184,8 +186,7 @@ def run_templates(ctx, rez: dict, *, iorig: np.ndarray, istart: int) -> dict:
            "nsp": nsp, "iNeigh": ilist}
     out.update(_compress(wa, ua, n_keep=min(n_chan * 3, nbatch, 20)))
     del wa, ua, kw  # release the scratch memory maps before deleting their files
-    for name in ("WA.npy", "UA.npy"):
-        (sink.folder / name).unlink()
+    shutil.rmtree(sink.folder)
     logger.info("extracted %d spikes with %d templates", st3.size, n_filt)
     return out
 

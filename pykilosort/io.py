@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataQualityError, RawDataError
+from .utils import file_digest
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RawData", "read_spikeglx_meta", "find_meta", "channel_counts_fitting", "read_batch",
+__all__ = ["RawData", "expand_raw_paths", "read_spikeglx_meta", "find_meta", "channel_counts_fitting", "read_batch",
            "read_batch_ks25", "batch_read_start"]
 
 _COMMON_COUNTS = (16, 32, 64, 128, 256, 384, 385, 768, 769)
@@ -29,16 +30,63 @@ def channel_counts_fitting(n_values: int, *, max_channels: int = 1024) -> list[i
     return [n for n in range(1, max_channels + 1) if n_values % n == 0]
 
 
-def _size_error(path: Path, size: int, n_channels: int, itemsize: int) -> RawDataError:
+def _size_error(path: Path, size: int, n_channels: int, itemsize: int,
+                origin: str | None) -> RawDataError:
+    """What a file size that is not a whole number of samples means, and both ways out."""
+    row = n_channels * itemsize
+    whole, rest = divmod(size, row)
+    given = f"n_channels={n_channels}" + (f" ({origin})" if origin else "")
+    head = (f"{path} has {size} bytes, not a whole number of samples for {given} x {itemsize} "
+            f"bytes: {whole} samples and {rest} bytes over.")
+    truncated = (f" If the channel count is right, the file looks truncated, {row - rest} bytes "
+                 "short of a whole last sample (a recording cut off, an interrupted copy): pass "
+                 "drop_partial_sample=True to sort it without that partial sample.")
     fits = channel_counts_fitting(size // itemsize) if size % itemsize == 0 else []
-    common = [n for n in fits if n in _COMMON_COUNTS]
-    hint = (f" Channel counts that fit this file: {fits[-12:]}" if fits else
-            f" The size is not even a multiple of the {itemsize}-byte sample type: check dtype.")
-    if common:
-        hint += f" (of the usual ones: {common})"
-    extra = " Neuropixels SpikeGLX files save 385 channels (384 + sync)." if n_channels in (384, 385) else ""
-    return RawDataError(f"{path} has {size} bytes, not a multiple of n_channels x itemsize = "
-                        f"{n_channels} x {itemsize}: n_channels is wrong for this file.{hint}.{extra}")
+    if fits:
+        nearest = sorted(sorted(fits, key=lambda n: (abs(n - n_channels), n))[:6])
+        common = [n for n in fits if n in _COMMON_COUNTS]
+        wrong = (f" If the file is whole, the channel count is wrong; counts that fit its size "
+                 f"include {nearest}" + (f" (of the usual ones: {common})" if common else "") +
+                 ": pass n_channels=... (CLI --n-channels).")
+    else:
+        wrong = (f" Its size is not even a multiple of the {itemsize}-byte sample type, so no "
+                 "channel count fits: the file is truncated, or dtype is wrong.")
+    if n_channels in (384, 385):
+        wrong += " Neuropixels SpikeGLX files save 385 channels (384 + sync)."
+    inferred = origin is not None and origin.startswith("not given")
+    return RawDataError(head + (wrong + truncated if inferred else truncated + wrong))
+
+
+RAW_SUFFIXES = (".bin", ".dat", ".raw")
+
+
+def expand_raw_paths(paths) -> list[Path]:
+    """Absolute paths of the raw files; a folder stands for the single raw file it holds.
+
+    A folder with several raw files is refused: their order in time (and whether they belong to one
+    recording: SpikeGLX writes .ap.bin and .lf.bin side by side) must be given explicitly.
+    """
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if not paths:
+        raise RawDataError("no raw data file given.")
+    out = []
+    for p in (Path(p).expanduser().resolve() for p in paths):
+        if not p.is_dir():
+            out.append(p)
+            continue
+        found = sorted(f for f in p.iterdir() if f.suffix.lower() in RAW_SUFFIXES and f.is_file())
+        if len(found) == 1:
+            logger.info("%s is a folder: sorting the raw file it holds, %s", p, found[0].name)
+            out.append(found[0])
+        elif not found:
+            raise RawDataError(f"{p} is a folder with no raw data file ({', '.join(RAW_SUFFIXES)}) "
+                               "in it: give the path of the binary file to sort.")
+        else:
+            names = ", ".join(f.name for f in found[:8]) + (", ..." if len(found) > 8 else "")
+            raise RawDataError(f"{p} is a folder with {len(found)} raw data files ({names}): give "
+                               "the file(s) to sort explicitly; several files are concatenated in "
+                               "the order given, so list them in time order.")
+    return out
 
 
 def _release_pages(mapped: np.memmap, row0: int, row1: int) -> None:
@@ -88,23 +136,45 @@ class RawData:
     """Several flat binary files seen as one (n_samples, n_channels) recording.
 
     Args:
-        paths: a path or a list of paths, concatenated in the given order.
+        paths: a path or a list of paths, concatenated in the given order (a folder stands for
+            the one raw file in it).
         n_channels: values per sample (NchanTOT).
         dtype: sample type (int16 for SpikeGLX / Open Ephys).
+        drop_partial_sample: ignore a partial last sample (a truncated file) instead of raising.
+        n_channels_origin: where n_channels came from, for error messages (e.g. "from the probe").
     """
 
-    def __init__(self, paths, *, n_channels: int, dtype="int16"):
-        paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-        if not paths:
-            raise RawDataError("no raw data file given.")
-        self.paths = [Path(p).expanduser().resolve() for p in paths]
+    def __init__(self, paths, *, n_channels: int, dtype="int16", drop_partial_sample: bool = False,
+                 n_channels_origin: str | None = None):
+        self.paths = expand_raw_paths(paths)
         self.n_channels = int(n_channels)
         self.dtype = np.dtype(dtype)
+        self.drop_partial_sample = bool(drop_partial_sample)
+        self._origin = n_channels_origin
         if self.n_channels < 1:
             raise RawDataError(f"n_channels must be >= 1, got {n_channels}.")
         self._maps = [self._open(p) for p in self.paths]
         lengths = [m.shape[0] for m in self._maps]
         self._starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        self._fingerprint = None
+
+    @classmethod
+    def from_description(cls, desc: dict) -> "RawData":
+        """The recording :meth:`describe` recorded; without its files (moved or deleted) a
+        stand-in that knows the shape and identity but refuses to read samples."""
+        kw = dict(n_channels=desc["n_channels"], dtype=desc["dtype"],
+                  drop_partial_sample=desc.get("drop_partial_sample", False))
+        paths = [Path(p) for p in desc["paths"]]
+        if all(p.is_file() for p in paths):
+            raw = cls(paths, **kw)
+            if raw.n_samples == desc.get("n_samples", raw.n_samples):
+                return raw
+        raw = cls.__new__(cls)
+        raw.paths, raw.n_channels, raw.dtype = paths, int(kw["n_channels"]), np.dtype(kw["dtype"])
+        raw.drop_partial_sample, raw._origin, raw._maps = kw["drop_partial_sample"], None, None
+        raw._starts = np.array([0, desc["n_samples"]], np.int64)
+        raw._fingerprint = desc.get("fingerprint")
+        return raw
 
     def _open(self, path: Path) -> np.memmap:
         if not path.is_file():
@@ -114,7 +184,13 @@ class RawData:
         if size == 0:
             raise RawDataError(f"{path} is empty.")
         if size % row:
-            raise _size_error(path, size, self.n_channels, self.dtype.itemsize)
+            if not self.drop_partial_sample:
+                raise _size_error(path, size, self.n_channels, self.dtype.itemsize, self._origin)
+            logger.warning("%s: ignoring its last %d bytes, a partial sample (drop_partial_sample"
+                           "=True)", path, size % row)
+        if size < row:
+            raise RawDataError(f"{path} holds {size} bytes, less than one sample of "
+                               f"{self.n_channels} channels x {self.dtype.itemsize} bytes.")
         return np.memmap(path, dtype=self.dtype, mode="r", shape=(size // row, self.n_channels))
 
     # ------------------------------------------------------------------ properties
@@ -127,27 +203,51 @@ class RawData:
         return self.n_samples, self.n_channels
 
     @property
+    def available(self) -> bool:
+        """False for a stand-in whose files are not where they were (see from_description)."""
+        return self._maps is not None
+
+    @property
     def name(self) -> str:
         """A folder-safe name of the recording: the first file's stem (+N for more files)."""
         stem = self.paths[0].stem
         return stem if len(self.paths) == 1 else f"{stem}+{len(self.paths) - 1}"
 
+    def fingerprint(self) -> str:
+        """Identity of the content, wherever the files lie: each file's size and a digest of it
+        (whole up to 64 MiB, else 64 evenly spaced 64 KiB blocks, see utils.file_digest)."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            for p in self.paths:
+                h.update(f"{p.stat().st_size}|{file_digest(p)}|".encode())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
     def key(self) -> str:
-        """Identity of the input: paths, sizes, modification times, layout. Changes rerun everything."""
+        """Identity of the input: content fingerprint and layout (not the path: a moved or renamed
+        file keeps its results). Changes rerun everything."""
         h = hashlib.sha256()
-        for p in self.paths:
-            st = p.stat()
-            h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}".encode())
-        h.update(f"{self.n_channels}|{self.dtype.str}".encode())
+        h.update(f"{self.fingerprint()}|{self.n_samples}|{self.n_channels}|{self.dtype.str}".encode())
         return h.hexdigest()[:16]
 
     def describe(self) -> dict:
         return {"paths": [str(p) for p in self.paths], "n_channels": self.n_channels,
-                "dtype": self.dtype.name, "n_samples": self.n_samples}
+                "dtype": self.dtype.name, "n_samples": self.n_samples,
+                "drop_partial_sample": self.drop_partial_sample, "fingerprint": self.fingerprint()}
 
     def __repr__(self) -> str:
+        where = "" if self.available else ", files not found"
         return (f"RawData({self.name!r}, {len(self.paths)} file(s), {self.n_samples} samples x "
-                f"{self.n_channels} channels, {self.dtype.name})")
+                f"{self.n_channels} channels, {self.dtype.name}{where})")
+
+    def _check_available(self) -> None:
+        if not self.available:
+            missing = [str(p) for p in self.paths if not p.is_file()] or [str(self.paths[0])]
+            raise RawDataError(
+                f"the raw data file {missing[0]} is no longer where this run found it (moved, "
+                "renamed or deleted, or changed since): saved results load without it, but steps "
+                "that read raw data need it. Run run() again with the file's current path; "
+                "results whose inputs did not change are reused.")
 
     # ------------------------------------------------------------------ reading
     def read(self, start: int, stop: int) -> np.ndarray:
@@ -156,6 +256,7 @@ class RawData:
         Reads across file boundaries. ``start``/``stop`` must lie within [0, n_samples]. Float
         recordings are checked for NaN/inf, which would otherwise spread silently through filters.
         """
+        self._check_available()
         start, stop = int(start), int(stop)
         if not 0 <= start <= stop <= self.n_samples:
             raise RawDataError(f"cannot read samples [{start}, {stop}) of a recording with "

@@ -1,27 +1,29 @@
 """``run()``: sort a recording (the signature SpikeInterface's pykilosort wrapper calls)."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from .backend import get_backend, set_num_threads
-from .context import Context
-from .errors import ParameterError, ProbeError
-from .io import RawData, find_meta, read_spikeglx_meta
+from .context import Context, make_writable_dir, same_recording
+from .errors import ContextError, ParameterError, ProbeError
+from .io import RawData, expand_raw_paths, find_meta, read_spikeglx_meta
 from .learn import learn_step
 from .logs import file_handler, log_environment
-from .params import Params, resolve_params
+from .params import Params, derive, resolve_params
 from .pipeline import Step, run_steps
 from .postprocess import (cutoff_step, duplicates_step, good_units_step, merges_step,
                           split_amplitude_step, split_svd_step)
 from .preprocess import good_channels_step, preprocess_step, whitening_step
 from .probes import Probe, load_probe
 from .reorder import cluster_single_batches
-from .utils import write_text_atomic
+from .utils import write_json_atomic, write_text_atomic
 
 logger = logging.getLogger("pykilosort")
 
@@ -42,6 +44,7 @@ _STEPS = {s.name: s for s in [
     Step("cutoff", cutoff_step, "set_cutoff: good/mua, est_contam_rate", subfolder=True),
     Step("good_units", good_units_step, "get_good_units (Kilosort 2.5 only)", subfolder=True),
 ]}
+RECORDING_FILE = "recording.json"  # in output_dir: which recording its results belong to
 EXPORT = "export"  # not a checkpointed step: the phy folder and rez.mat, rewritten by every run
 # Kilosort2 steps not yet ported; named so that stop_after gives a precise message.
 PLANNED_STEPS = ["datashift"]
@@ -68,12 +71,14 @@ def run(dat_path, probe=None, dir_path=None, output_dir=None, device="auto", sto
     """Sort ``dat_path`` (one binary file, or a list concatenated in time).
 
     Args:
-        dat_path: raw binary file(s), sample-major, ``NchanTOT`` channels of ``dtype``.
+        dat_path: raw binary file(s), sample-major, ``NchanTOT`` channels of ``dtype``; a folder
+            stands for the one raw file in it.
         probe: a Probe, a preset name ('neuropixels1', ...), a chanMap .mat / .prb / probeinterface
             .json / SpikeGLX .meta path, or a Bunch/dict (SpikeInterface). None: the SpikeGLX .meta
             beside dat_path, if any.
-        dir_path: folder for intermediates (``.kilosort/<recording>``); default: dat_path's folder.
-        output_dir: folder for results and ``pykilosort.log``; default: ``dir_path/output``.
+        dir_path: folder for intermediates (``.kilosort/<recording>``); default: output_dir.
+        output_dir: folder for results and ``pykilosort.log``; default: ``dir_path/output``, or
+            ``<dat_path's folder>/output`` without dir_path. It may hold one recording's results.
         device: 'auto' (CUDA if CuPy sees a GPU), 'cpu' or 'cuda'.
         stop_after: name of the last step to run (``pykilosort.main.step_names(params)``;
             'export', the default end, writes the phy folder and rez.mat to ``output_dir``).
@@ -86,19 +91,22 @@ def run(dat_path, probe=None, dir_path=None, output_dir=None, device="auto", sto
         after a complete run ``ctx.spike_times``, ``ctx.spike_clusters`` and
         ``ctx.cluster_labels`` give the sorting, and ``ctx.output_dir`` holds the phy folder.
     """
-    paths = [dat_path] if isinstance(dat_path, (str, os.PathLike)) else list(dat_path)
+    paths = expand_raw_paths(dat_path)
+    gave_channels = any(params.get(k) is not None for k in ("NchanTOT", "n_channels"))
     params = _resolve_with_meta(paths, params)
     _check_stop_after(stop_after, params)
     probe = _resolve_probe(probe, paths, params)
+    origin = _nchantot_origin(params, probe, paths, given=gave_channels)
     if params.NchanTOT is None:
         params = params.replace(NchanTOT=probe.NchanTOT)
     elif params.NchanTOT != probe.NchanTOT:
         raise ProbeError(f"n_channels/NchanTOT={params.NchanTOT} but the probe says NchanTOT="
                          f"{probe.NchanTOT}; they must agree (the file's channel count).")
-    raw = RawData(paths, n_channels=params.NchanTOT, dtype=params.dtype)
-    dir_path = Path(dir_path) if dir_path is not None else raw.paths[0].parent
-    output_dir = Path(output_dir) if output_dir is not None else dir_path / "output"
-    output_dir.mkdir(parents=True, exist_ok=True)
+    raw = RawData(paths, n_channels=params.NchanTOT, dtype=params.dtype,
+                  drop_partial_sample=params.drop_partial_sample, n_channels_origin=origin)
+    output_dir, dir_path = _resolve_folders(raw, dir_path=dir_path, output_dir=output_dir)
+    make_writable_dir(output_dir, what="the results", param="output_dir (CLI --output)")
+    claim_output_dir(output_dir, raw)
 
     handler = file_handler(output_dir / "pykilosort.log")
     logger.addHandler(handler)
@@ -112,7 +120,7 @@ def run(dat_path, probe=None, dir_path=None, output_dir=None, device="auto", sto
         logger.info("recording: %r", raw)
         logger.info("probe: %r", probe)
         logger.info("resolved params: %s", params.to_json().replace("\n", ""))
-        write_text_atomic(output_dir / "params.json", params.to_json())
+        warn_if_short(raw.n_samples, params)
         ctx = Context(dir_path=dir_path, raw_data=raw, probe=probe, params=params, backend=backend,
                       output_dir=output_dir)
         if clear_context:
@@ -129,13 +137,72 @@ def run(dat_path, probe=None, dir_path=None, output_dir=None, device="auto", sto
                            "the export, so the intermediates in %s are the only results",
                            stop_after, ctx.path)
         return ctx
-    except Exception:
-        logger.exception("run failed")
+    except Exception as exc:
+        # the traceback goes to the log file only: consoles get the exception's message
+        handler.handle(logger.makeRecord(logger.name, logging.ERROR, __file__, 0, "run failed",
+                                         (), sys.exc_info()))
+        exc.pykilosort_log = handler.baseFilename  # the CLI points at it
         raise
     finally:
         logger.removeHandler(handler)
         handler.close()
         logger.setLevel(previous_level)
+
+
+def _resolve_folders(raw: RawData, *, dir_path, output_dir) -> tuple[Path, Path]:
+    """(output_dir, dir_path): results default to ``dir_path/output`` (SpikeInterface's layout),
+    or ``<data folder>/output`` without dir_path; intermediates default to the output folder."""
+    if output_dir is None:
+        base = Path(dir_path) if dir_path is not None else raw.paths[0].parent
+        output_dir = base / "output"
+    output_dir = Path(output_dir).expanduser()
+    dir_path = Path(dir_path).expanduser() if dir_path is not None else output_dir
+    return output_dir, dir_path
+
+
+def _nchantot_origin(params: Params, probe: Probe, paths, *, given: bool) -> str:
+    """Where NchanTOT comes from, for the error of a file size that does not fit it."""
+    if given:
+        return "as given"
+    if params.NchanTOT is not None:
+        return f"nSavedChans in {find_meta(paths[0]).name}"
+    name = f"probe {probe.name!r}" if probe.name else "probe"
+    if probe.NchanTOT_inferred:
+        return (f"not given: inferred from the {name}, which does not state NchanTOT, as "
+                f"max(chanMap)+1 with its {probe.chanMap.size} channels")
+    return f"as the {name} states it"
+
+
+def warn_if_short(n_samples: int, params: Params) -> None:
+    """A recording shorter than one batch is sorted as one batch padded with its last sample;
+    say so, with its length (steps that cannot work on it say what they need)."""
+    d = derive(params, n_samples=n_samples)
+    n, fs = d.tend - d.tstart, params.fs
+    if n < params.NT:
+        what = "the time range sorted" if d.tstart or d.tend < n_samples else "the recording"
+        logger.warning(
+            "%s is %.3g s (%d samples), shorter than one batch (NT=%d samples, %.2f s): it is "
+            "sorted as one batch padded with its last sample, and templates are learned from its "
+            "few spikes. Pass a smaller NT (a multiple of 32 above 4*ntbuff) for several batches.",
+            what, n / fs, n, params.NT, params.NT / fs)
+
+
+def claim_output_dir(output_dir: Path, raw: RawData) -> None:
+    """Record which recording ``output_dir`` holds results of; refuse one that holds another's."""
+    path = output_dir / RECORDING_FILE
+    try:
+        owner = json.loads(path.read_text())
+    except FileNotFoundError:
+        owner = None
+    except (OSError, ValueError) as exc:
+        raise ContextError(f"{path} is unreadable ({exc}): delete it if {output_dir} holds "
+                           "results of this recording.") from exc
+    if owner is not None and not same_recording(owner, raw):
+        raise ContextError(
+            f"{output_dir} holds the results of another recording ({', '.join(owner['paths'])}); "
+            f"sorting {raw.paths[0]} there would overwrite them. Pass another output_dir (CLI "
+            f"--output), or delete {output_dir} to replace them.")
+    write_json_atomic(path, raw.describe())
 
 
 def _export(ctx: Context, output_dir: Path) -> None:
@@ -144,6 +211,7 @@ def _export(ctx: Context, output_dir: Path) -> None:
 
     write_phy(ctx, output_dir)
     write_rez_mat(ctx, output_dir / "rez.mat")
+    write_text_atomic(output_dir / "params.json", ctx.params.to_json())
     good = np.asarray(ctx.intermediate.good, bool)
     logger.info("sorting finished: %d spikes in %d clusters (%d good); phy folder %s",
                 np.asarray(ctx.intermediate.st3).size, good.size, good.sum(), output_dir)

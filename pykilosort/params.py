@@ -70,6 +70,8 @@ _TABLE = [
        choices=("int16", "uint16", "int32", "float32", "float64"), aliases=("data_dtype",)),
     _P("trange", "pair", (0.0, INF), ("io",), "time range to sort [start, end] (MATLAB ops.trange)",
        low=0.0, unit="s"),
+    _P("drop_partial_sample", "bool", False, ("io",), "sort a truncated file (size not a whole "
+       "number of samples) without its partial last sample, instead of refusing it"),
     _P("seed", "int", 1, ("reorder", "learn"),
        "seed of the random streams (MATLAB rng); CSBseed and LTseed default to it",
        low=0, high=2**32 - 1),
@@ -252,11 +254,16 @@ def _type_error(p: Param, value, expected: str) -> ParameterError:
                           f"({type(value).__name__}). Allowed: {p.range_text()}. {p.doc}.")
 
 
+_INF_WORDS = {"inf": INF, "+inf": INF, "infinity": INF, "-inf": -INF, "-infinity": -INF}
+
+
 def _check_number(p: Param, value, *, integer: bool):
     import numbers
 
     import numpy as np
 
+    if not integer and isinstance(value, str) and value.strip().lower() in _INF_WORDS:
+        value = _INF_WORDS[value.strip().lower()]  # "inf" as the README table and JSON write it
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise _type_error(p, value, "an integer" if integer else "a number")
     if isinstance(value, float) and math.isnan(value):

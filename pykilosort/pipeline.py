@@ -22,7 +22,7 @@ from .params import _jsonable, params_reading
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Step", "step_key", "run_steps", "base_key"]
+__all__ = ["Step", "step_key", "run_steps", "base_key", "load_checkpoints"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,22 @@ def run_steps(ctx: Context, steps: list[Step], *, stop_after: str | None = None)
             logger.info("stopping after step %r as asked", stop_after)
             break
     return ctx
+
+
+def load_checkpoints(ctx: Context, steps: list[Step]) -> tuple[list[str], list[str]]:
+    """Load the checkpoints of ``steps`` as long as their keys chain from ``ctx``'s inputs and
+    parameters (what run_steps would skip). Returns (loaded, stale): the steps loaded, and those
+    the manifest holds that were not (other parameters or inputs, damaged, or after such a step).
+    """
+    previous, loaded = base_key(ctx), []
+    for step in steps:
+        key = step_key(step, ctx, previous)
+        if not ctx.load_outputs(step.name, key):
+            break
+        loaded.append(step.name)
+        previous = key
+    stale = [name for name in ctx.read_manifest()["steps"] if name not in loaded]
+    return loaded, stale
 
 
 def _compute(ctx: Context, step: Step, key: str) -> None:

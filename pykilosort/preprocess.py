@@ -191,10 +191,23 @@ def good_channels_step(ctx: Context) -> dict:
         return {"igood": np.ones(n, bool)}
     igood = get_good_channels(ctx) if ctx.params.minfr_goodchannels > 0 else np.ones(n, bool)
     if not igood.any():
-        raise DataQualityError(f"no channel reaches minfr_goodchannels={ctx.params.minfr_goodchannels}"
-                               " Hz of threshold crossings: check n_channels, the probe and spkTh, "
-                               "or pass minfr_goodchannels=0 to keep every channel.")
+        raise _no_good_channel_error(ctx)
     return {"igood": igood}
+
+
+def _no_good_channel_error(ctx: Context) -> DataQualityError:
+    p, d = ctx.params, ctx.derived
+    n = d.tend - d.tstart
+    length = f"the {n} samples ({n / p.fs:.3g} s) sorted"
+    if n <= 2 * p.nt0:
+        why = (f"; crossings are counted from nt0={p.nt0} samples after the start of a stretch to "
+               f"nt0 before its end, so this step needs more than 2*nt0 = {2 * p.nt0} samples: "
+               "pass minfr_goodchannels=0 to skip it, or sort a longer recording")
+    else:
+        why = (": check n_channels, the probe and spkTh, or pass minfr_goodchannels=0 to keep "
+               "every channel")
+    return DataQualityError(f"no channel reaches minfr_goodchannels={p.minfr_goodchannels} Hz of "
+                            f"threshold crossings (spkTh={p.spkTh}) in {length}{why}.")
 
 
 def whitening_step(ctx: Context) -> dict:

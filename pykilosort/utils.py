@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -9,7 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Bunch", "atomic_path", "save_npy_atomic", "write_text_atomic", "write_json_atomic"]
+__all__ = ["Bunch", "file_digest", "atomic_path", "save_npy_atomic", "write_text_atomic", "write_json_atomic"]
+
+_FULL_HASH_LIMIT = 64 * 2**20
+_SAMPLE_BLOCKS, _BLOCK = 64, 64 * 2**10
 
 
 class Bunch(dict):
@@ -83,3 +87,21 @@ def _json_default(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def file_digest(path: Path) -> str:
+    """blake2b of a file: the whole file up to 64 MiB; beyond, 64 evenly spaced 64 KiB blocks.
+
+    Large streams (the proc file) are sampled to keep checks fast; their size is checked exactly.
+    """
+    size = path.stat().st_size
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        if size <= _FULL_HASH_LIMIT:
+            for chunk in iter(lambda: f.read(2**20), b""):
+                h.update(chunk)
+        else:
+            for offset in np.linspace(0, size - _BLOCK, _SAMPLE_BLOCKS).astype(np.int64):
+                f.seek(int(offset))
+                h.update(f.read(_BLOCK))
+    return h.hexdigest()

@@ -28,6 +28,11 @@ def _run(rec, **kw):
     return run(path, probe=probe, **{**FAST, **kw})
 
 
+def _folder(rec):
+    """Where a run without dir_path keeps its intermediates: in the output folder."""
+    return rec[0].parent / "output" / ".kilosort" / "rec"
+
+
 def test_second_run_skips_everything_and_loads_outputs(rec):
     first = _run(rec)
     assert first.steps_run == ALL
@@ -73,7 +78,7 @@ def test_killed_mid_step_resumes_at_that_step(rec, monkeypatch):
     monkeypatch.setattr(preprocess_module, "write_proc", crash_midway)
     with pytest.raises(KeyboardInterrupt):
         _run(rec)
-    folder = rec[0].parent / ".kilosort" / "rec"
+    folder = _folder(rec)
     assert not (folder / "proc.dat").exists(), "a half-written proc file was left under its real name"
     assert not list(folder.glob(".*.tmp")), "temporary files were left behind"
     monkeypatch.setattr(preprocess_module, "write_proc", original)
@@ -87,7 +92,7 @@ def test_killed_mid_step_resumes_at_that_step(rec, monkeypatch):
 ])
 def test_damaged_checkpoint_is_recomputed_with_warning(rec, caplog, damage, words):
     _run(rec)
-    damage(rec[0].parent / ".kilosort" / "rec" / "Wrot.npy")
+    damage(_folder(rec) / "Wrot.npy")
     with caplog.at_level(logging.WARNING, logger="pykilosort"):
         ctx = _run(rec)
     assert ctx.steps_run == ["whitening"]  # later keys are unchanged: later steps stay valid
@@ -96,7 +101,7 @@ def test_damaged_checkpoint_is_recomputed_with_warning(rec, caplog, damage, word
 
 def test_damaged_proc_file_reruns_preprocess(rec):
     _run(rec)
-    proc = rec[0].parent / ".kilosort" / "rec" / "proc.dat"
+    proc = _folder(rec) / "proc.dat"
     with open(proc, "r+b") as f:
         f.truncate(proc.stat().st_size // 2)
     assert _run(rec).steps_run == ["preprocess"]
@@ -104,7 +109,7 @@ def test_damaged_proc_file_reruns_preprocess(rec):
 
 def test_unreadable_manifest_recomputes_all(rec, caplog):
     _run(rec)
-    (rec[0].parent / ".kilosort" / "rec" / "manifest.json").write_text("{not json")
+    (_folder(rec) / "manifest.json").write_text("{not json")
     with caplog.at_level(logging.WARNING, logger="pykilosort"):
         assert _run(rec).steps_run == ALL
     assert any("manifest" in r.getMessage() and "unreadable" in r.getMessage() for r in caplog.records)
@@ -175,8 +180,8 @@ def test_manifest_records_time_and_memory(rec):
 
 @pytest.mark.parametrize("umask", [0o022, 0o002])
 def test_results_honour_the_umask(rec, umask):
-    """Checkpoints and params.json are written through temporary files (mkstemp makes them 0600):
-    they must end with the permissions the user's umask gives any new file."""
+    """Checkpoints and the output folder's files are written through temporary files (mkstemp
+    makes them 0600): they must end with the permissions the user's umask gives any new file."""
     import os
 
     old = os.umask(umask)
@@ -186,5 +191,5 @@ def test_results_honour_the_umask(rec, umask):
         os.umask(old)
     expected = 0o666 & ~umask
     for path in [ctx.path / "Wrot.npy", ctx.path / "manifest.json",
-                 rec[0].parent / "output" / "params.json"]:
+                 rec[0].parent / "output" / "recording.json"]:
         assert path.stat().st_mode & 0o777 == expected, (path.name, oct(path.stat().st_mode))

@@ -69,9 +69,10 @@ def test_run_returns_the_sorting_and_writes_phy_files(sorted_rec):
     np.testing.assert_array_equal(s.labels, ctx.cluster_labels)
     assert np.all(np.diff(s.spike_times) >= 0)
     assert s.templates.shape[1] == 61 + 20 + 1
-    for name in PHY_FILES + ("rez.mat", "pykilosort.log", "params.json"):
+    for name in PHY_FILES + ("rez.mat", "pykilosort.log", "params.json", "recording.json"):
         assert (ctx.output_dir / name).is_file(), name
     assert not list(ctx.output_dir.glob(".export-*"))
+    assert not (ctx.path / "features_tmp").exists()  # the extraction's scratch folder is removed
 
 
 def test_phylib_opens_the_folder(sorted_rec):

@@ -54,7 +54,7 @@ def test_wrong_channel_count_lists_counts_that_fit(tmp_path):
     with pytest.raises(RawDataError) as info:
         RawData(tmp_path / "np.bin", n_channels=384)
     msg = str(info.value)
-    assert "not a multiple of n_channels x itemsize = 384 x 2" in msg
+    assert "not a whole number of samples for n_channels=384 x 2 bytes" in msg
     assert "385" in msg and "384 + sync" in msg
 
 

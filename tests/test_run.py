@@ -36,8 +36,9 @@ def test_spikeinterface_wrapper_call(dat, tmp_path):
     ctx = run(dat, dir_path=out, probe=ks_probe, data_dtype="int16", fs=30000.0, stop_after="preprocess",
               **{k: v for k, v in params.items() if k not in ("data_dtype", "fs")})
     assert ctx.steps_run == ["good_channels", "whitening", "preprocess"]
-    assert (out / "output" / "params.json").is_file()  # the wrapper reads dir_path/output
-    saved = json.loads((out / "output" / "params.json").read_text())
+    assert (out / "output" / "pykilosort.log").is_file()  # the wrapper reads dir_path/output
+    assert ctx.path.parent == out / ".kilosort"  # intermediates in dir_path
+    saved = json.loads((ctx.path / "context.json").read_text())["params"]
     assert saved["fshigh"] == 300.0 and saved["seed"] == 42 and saved["NchanTOT"] == 8
 
 
@@ -62,7 +63,7 @@ def test_channel_count_disagreement(dat):
 def test_wrong_channel_count_for_file_size(tmp_path):
     path = tmp_path / "rec.bin"
     np.zeros((1001, 7), np.int16).tofile(path)
-    with pytest.raises(RawDataError, match=r"not a multiple of n_channels x itemsize = 8 x 2.*7"):
+    with pytest.raises(RawDataError, match=r"not a whole number of samples for n_channels=8 .*include \[.*7"):
         run(path, probe=linear_probe(8), **PRE)
 
 

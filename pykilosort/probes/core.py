@@ -56,6 +56,8 @@ class Probe:
         kcoords: (n,) int64 shank (group) of each channel.
         connected: (n,) bool, False for channels the user marks unusable (Kilosort's ``connected``).
         name: free-form label.
+        NchanTOT_inferred: True when the source did not state NchanTOT and it was taken as
+            max(chanMap)+1 (for error messages; not part of the probe's identity).
     """
 
     NchanTOT: int
@@ -65,6 +67,7 @@ class Probe:
     kcoords: np.ndarray = None
     connected: np.ndarray = None
     name: str = field(default="")
+    NchanTOT_inferred: bool = field(default=False, repr=False)
 
     def __post_init__(self):
         chan_map = np.asarray(self.chanMap)

@@ -295,7 +295,8 @@ def load_kilosort_mat(path, *, n_channels: int | None = None) -> Probe:
         nchantot = _default_nchantot(chan_map0, n_channels, where)
     name = cm.get("name")
     return Probe(NchanTOT=nchantot, chanMap=chan_map0, xc=xc, yc=yc, kcoords=kcoords,
-                 connected=connected, name=name.strip() if isinstance(name, str) else path.stem)
+                 connected=connected, name=name.strip() if isinstance(name, str) else path.stem,
+                 NchanTOT_inferred="NchanTOT" not in cm and n_channels is None)
 
 
 def _read_mat(path: Path) -> dict:
@@ -393,7 +394,8 @@ def from_probeinterface(obj, *, n_channels: int | None = None, name: str = "") -
         names = [p.name or p.model_name or "" for p in probes]
         name = "+".join(n for n in names if n)
     return Probe(NchanTOT=nchantot, chanMap=chan_map[wired], xc=positions[wired, 0],
-                 yc=positions[wired, 1], kcoords=kcoords[wired], name=name)
+                 yc=positions[wired, 1], kcoords=kcoords[wired], name=name,
+                 NchanTOT_inferred=n_channels is None)
 
 
 def _group_labels(groups: list) -> np.ndarray:
