@@ -8,6 +8,8 @@
 // strides (in elements) let the same kernel read channel-fastest data (coalesced across threads)
 // or time-fastest data. passes: 1 = forward, -1 = on the time-reversed signal, 2 = forward then
 // reversed (MATLAB gpufilter's flipud(filter(b, a, flipud(filter(b, a, x))))). x may equal y.
+// Arithmetic goes through __fmul_rn/__fadd_rn/__fsub_rn, so the result equals the numba twin's
+// bit for bit (the PTX has no fma).
 
 #ifndef LFILTER_MAX_ORDER
 #define LFILTER_MAX_ORDER 8
@@ -22,10 +24,13 @@ __device__ void lfilter_pass(const float* x, float* y, const float* bb, const fl
     for (long long i = 0; i < n_time; i++) {
         const long long t = reverse ? n_time - 1 - i : i;
         const float xi = x[t * xs];
-        const float yi = z[0] + bb[0] * xi;
+        // Every product and sum rounded on its own, in the twin's order ((z - a y) + b x): nvcc
+        // would otherwise fuse them into FMAs, and the poles near 1 let the difference grow.
+        const float yi = __fadd_rn(z[0], __fmul_rn(bb[0], xi));
         for (int k = 0; k < order - 1; k++)
-            z[k] = z[k + 1] - aa[k + 1] * yi + bb[k + 1] * xi;
-        if (order > 0) z[order - 1] = bb[order] * xi - aa[order] * yi;
+            z[k] = __fadd_rn(__fsub_rn(z[k + 1], __fmul_rn(aa[k + 1], yi)),
+                             __fmul_rn(bb[k + 1], xi));
+        if (order > 0) z[order - 1] = __fsub_rn(__fmul_rn(bb[order], xi), __fmul_rn(aa[order], yi));
         y[t * ys] = yi;
     }
 }

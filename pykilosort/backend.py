@@ -4,6 +4,7 @@ Importing this module never imports CuPy; :func:`get_backend` probes for it only
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from dataclasses import dataclass
@@ -57,6 +58,25 @@ class Backend:
 
     def to_numpy(self, a) -> np.ndarray:
         return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
+
+    def put(self, a):
+        """``a`` on this device: a numpy array is copied to the GPU (keeping its layout); device
+        arrays, scalars and None pass through, and nothing moves on the CPU."""
+        if self.name == "cpu" or not isinstance(a, np.ndarray):
+            return a
+        return self.xp.asarray(a, order="K")
+
+    def fetch(self, result):
+        """numpy copies of a kernel's outputs, in their device layout: one array, or each field
+        of a named tuple or dataclass (CuPy's plain ``get()`` would return C order)."""
+        if isinstance(result, tuple) and hasattr(result, "_fields"):
+            return type(result)(*(self.fetch(v) for v in result))
+        if dataclasses.is_dataclass(result) and not isinstance(result, type):
+            return dataclasses.replace(result, **{f.name: self.fetch(getattr(result, f.name))
+                                                  for f in dataclasses.fields(result) if f.init})
+        if self.name == "cpu" or result is None or isinstance(result, np.ndarray):
+            return result
+        return result.get(order="A") if hasattr(result, "get") else result
 
     def describe(self) -> str:
         if self.name == "cpu":

@@ -108,18 +108,21 @@ def track_and_sort(ctx, rez: dict, iorder, slots, sink: _FeatureSink, *, read, i
     iW = np.abs(dwu[d.nt0min - 1]).argmax(axis=0)
     pm, nsp = math.exp(-1.0 / p.momentum[1]), np.zeros(W.shape[1])
     nbatch = int(ctx.intermediate.Nbatch)
+    put, fetch = ctx.backend.put, ctx.backend.fetch  # kernels run where the backend is
+    wpca = put(rez["wPCA"].astype(np.float32))
     for k, slot in zip(progress(iorder, desc="extract spikes", total=len(iorder)), slots):
         k = int(k)
-        data = np.asfortranarray(read(k), dtype=np.float32) / np.float32(p.scaleproc)
-        svd = template_svd(np.asfortranarray(dwu), np.asfortranarray(W), iC=iC, iW=iW, Ka=ka,
-                           Kb=kb, nt0min=d.nt0min)
+        data = put(np.asfortranarray(read(k), dtype=np.float32) / np.float32(p.scaleproc))
+        svd = fetch(template_svd(put(np.asfortranarray(dwu)), put(np.asfortranarray(W)),
+                                 iC=put(iC), iW=put(iW), Ka=put(ka), Kb=put(kb), nt0min=d.nt0min))
         W, U, mu = svd.W, svd.U, np.asarray(svd.mu, np.float64).ravel()
         utu, _, _ = template_channel_overlap(iW=iW, iC=iC, mask=mask)
-        res = match_templates(
-            data, U=U.astype(np.float32), W=W.astype(np.float32), mu=mu.astype(np.float32),
-            iC=iC, iW=iW, UtU=utu, iList=ilist, wPCA=rez["wPCA"].astype(np.float32),
-            th=p.Th[-1], th_average=p.Th[0], lam=p.lam, template_features=True, pc_features=True,
-            stable_mode=p.useStableMode, legacy_block=1024 if p.matlab_compat else None)
+        res = fetch(match_templates(
+            data, U=put(U.astype(np.float32)), W=put(W.astype(np.float32)),
+            mu=put(mu.astype(np.float32)), iC=put(iC), iW=put(iW), UtU=put(utu),
+            iList=put(ilist), wPCA=wpca, th=p.Th[-1], th_average=p.Th[0], lam=p.lam,
+            template_features=True, pc_features=True, stable_mode=p.useStableMode,
+            legacy_block=1024 if p.matlab_compat else None))
         nsp0 = np.asarray(res.nsp, np.float64)
         fexp = np.exp(nsp0 * math.log(pm))
         dwu = dwu * fexp + (1 - fexp) * (np.asarray(res.dWU) / np.maximum(1, nsp0))
@@ -168,7 +171,7 @@ def run_templates(ctx, rez: dict, *, iorig: np.ndarray, istart: int) -> dict:
     iC, mask, _ = get_closest_channels(xc=probe.xc, yc=probe.yc, sigma_mask=p.sigmaMask,
                                        n_closest=n_near)
     ka, kb = get_kernels(nt0=nt0, nt0min=ctx.derived.nt0min)
-    _, ilist = template_neighbours(rez["W"], rez["U"], n_near)
+    _, ilist = template_neighbours(rez["W"], rez["U"], n_near, backend=ctx.backend)
     # per-batch templates grow with the recording: memory-mapped scratch files, not RAM
     sink = _FeatureSink(ctx.path / "features_tmp", nbatch)
     wa = _scratch(sink.folder / "WA.npy", (nt0, n_filt, _NRANK, nbatch))

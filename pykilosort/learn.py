@@ -66,35 +66,39 @@ def learn_templates(ctx, iorder: np.ndarray) -> dict:
     pmi = np.exp(-1.0 / np.linspace(p.momentum[0], p.momentum[1], len(iorder)))
     m0 = p.minFR * p.NT / p.fs
     n_filt_max = p.nfilt_factor * n_chan
-    detect = dict(templates=wtemp, iC=iC, th=p.Th[0], n_sum=min(n_chan, 7))
+    put, fetch = ctx.backend.put, ctx.backend.fetch  # kernels run where the backend is
+    detect = dict(templates=put(wtemp), iC=put(iC), th=p.Th[0], n_sum=min(n_chan, 7))
     st = _State()
     for ib, k in enumerate(progress(iorder, desc="learn templates", total=len(iorder))):
-        data = np.asfortranarray(read(int(k)), dtype=np.float32) / np.float32(p.scaleproc)
+        data = put(np.asfortranarray(read(int(k)), dtype=np.float32) / np.float32(p.scaleproc))
         if ib == 0:
-            st.start(_project(detect_new_spikes(data, **detect).snippets, wpca), w0, m0)
+            st.start(_project(fetch(detect_new_spikes(data, **detect).snippets), wpca), w0, m0)
         iW = np.abs(st.dWU[d.nt0min - 1]).argmax(axis=0)          # best channel of each template
         order = np.argsort(iW, kind="stable")
         iW, st.W, st.dWU, st.nsp = iW[order], st.W[:, order], st.dWU[:, :, order], st.nsp[order]
-        svd = template_svd(np.asfortranarray(st.dWU), np.asfortranarray(st.W), iC=iC, iW=iW, Ka=ka,
-                           Kb=kb, nt0min=d.nt0min)
+        svd = fetch(template_svd(put(np.asfortranarray(st.dWU)), put(np.asfortranarray(st.W)),
+                                 iC=put(iC), iW=put(iW), Ka=put(ka), Kb=put(kb), nt0min=d.nt0min))
         st.W, st.U, st.mu = svd.W, svd.U, np.asarray(svd.mu, np.float64).ravel()
         utu, _, _ = template_channel_overlap(iW=iW, iC=iC, mask=mask)
-        res = match_templates(data, U=st.U.astype(np.float32), W=st.W.astype(np.float32),
-                              mu=st.mu.astype(np.float32), iC=iC, iW=iW, UtU=utu, th=p.Th[0],
-                              th_average=p.Th[0], lam=p.lam, stable_mode=p.useStableMode,
+        res = match_templates(data, U=put(st.U.astype(np.float32)), W=put(st.W.astype(np.float32)),
+                              mu=put(st.mu.astype(np.float32)), iC=put(iC), iW=put(iW),
+                              UtU=put(utu), th=p.Th[0], th_average=p.Th[0], lam=p.lam,
+                              stable_mode=p.useStableMode,
                               legacy_block=1024 if p.matlab_compat else None)
-        nsp0 = np.asarray(res.nsp, np.float64)
+        nsp0 = np.asarray(fetch(res.nsp), np.float64)
         fexp = np.exp(nsp0 * np.log(pmi[ib]))
-        st.dWU = st.dWU * fexp + (1 - fexp) * (np.asarray(res.dWU) / np.maximum(1, nsp0))
+        st.dWU = st.dWU * fexp + (1 - fexp) * (fetch(res.dWU) / np.maximum(1, nsp0))
         st.nsp = st.nsp * _P1 + (1 - _P1) * nsp0
         if ib < len(iorder) - 1:
             if ib % 5 == 0:
                 st.triage(p, iW)
-            new = detect_new_spikes(np.asfortranarray(res.residual), **detect).snippets
+            residual = ctx.backend.xp.asfortranarray(res.residual)  # stays on the device
+            new = fetch(detect_new_spikes(residual, **detect).snippets)
             if new.shape[2]:
                 st.add(_project(new, wpca), w0, m0, n_filt_max)
     st.triage(p, None)
-    return st.finish(iC=iC, n_near=n_near, nt0min=d.nt0min, wpca=wpca, wtemp=wtemp)
+    return st.finish(iC=iC, n_near=n_near, nt0min=d.nt0min, wpca=wpca, wtemp=wtemp,
+                     backend=ctx.backend)
 
 
 class _State:
@@ -118,8 +122,8 @@ class _State:
         self.nsp = np.concatenate([self.nsp, np.full(n, m0)])[:n_filt_max]
         self.mu = np.concatenate([self.mu, np.full(n, _NEW_TEMPLATE_MU)])[:n_filt_max]
 
-    def finish(self, *, iC, n_near, nt0min, wpca, wtemp) -> dict:
-        wtw, ineigh = template_neighbours(self.W, self.U, n_near)
+    def finish(self, *, iC, n_near, nt0min, wpca, wtemp, backend) -> dict:
+        wtw, ineigh = template_neighbours(self.W, self.U, n_near, backend=backend)
         iW = np.abs(self.dWU[nt0min - 1]).argmax(axis=0)
         rez = memorize_w(W=self.W, dWU=self.dWU, U=self.U, mu=self.mu)
         rez.update(nsp=self.nsp, simScore=wtw.max(axis=2), iNeighPC=iC[:, iW], iNeigh=ineigh,

@@ -5,12 +5,15 @@ import logging
 
 import numpy as np
 
+from .backend import Backend
 from .logs import progress
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["sort_batches", "initialize_wdata", "cluster_batch", "batch_dissimilarity",
            "cluster_single_batches"]
+
+CPU = Backend("cpu")  # default backend of the kernels' callers
 
 
 def sort_batches(ccb0: np.ndarray, *, n_iter: int = 200, eta: float = 1.0):
@@ -68,7 +71,8 @@ _NCHAN_NEAR_MAX = 17      # min(Nchan, 2*8+1) neighbours (the original's NchanMa
 _NRANK_PC = 3             # the original hard-codes 3 PC features per channel here
 
 
-def cluster_batch(*, uproj, call, iC, n_chan: int, n_filt: int, stream, legacy: bool = False):
+def cluster_batch(*, uproj, call, iC, n_chan: int, n_filt: int, stream, legacy: bool = False,
+                  backend: Backend = CPU):
     """k-means of one batch's spikes in PC space (clusterSingleBatches.m's inner loop).
 
     legacy: True adds spikes that match no template to template 0, as mexClustering2 does;
@@ -76,17 +80,20 @@ def cluster_batch(*, uproj, call, iC, n_chan: int, n_filt: int, stream, legacy: 
 
     Returns (W0 (3, NchanNear, n_filt) float32 unit-norm templates on their best channel's
     neighbourhood, mu (n_filt,), nsp (n_filt,), wheights (n_filt,) 0-based best channels).
+    The k-means kernel runs on ``backend``; the updates between its calls on the host.
     """
     from .kernels import cluster_projections, match_mask
 
-    n_pcs = _NRANK_PC
+    n_pcs, put = _NRANK_PC, backend.put
     w, mu, wheights, _ = initialize_wdata(call=call, uproj=uproj, n_chan=n_chan, n_pcs=n_pcs,
                                           n_filt=n_filt, iC=iC, stream=stream)
+    uproj_d, call_d, iC_d = put(uproj), put(call), put(iC)
     for _ in range(_KMEANS_ITERS):
-        res = cluster_projections(uproj=uproj, W=np.asfortranarray(w, np.float32),
-                                  mu=np.asarray(mu, np.float32), call=call,
-                                  iMatch=match_mask(iC=iC, best_channels=wheights), iC=iC,
-                                  unassigned=0 if legacy else -1)
+        res = backend.fetch(cluster_projections(
+            uproj=uproj_d, W=put(np.asfortranarray(w, np.float32)),
+            mu=put(np.asarray(mu, np.float32)), call=call_d,
+            iMatch=put(match_mask(iC=iC, best_channels=wheights)), iC=iC_d,
+            unassigned=0 if legacy else -1))
         nsp = res.nsp
         dwu = res.dWU / (np.float32(1e-5) + nsp.astype(np.float32))
         mu = np.sqrt((dwu ** 2).sum(axis=0))
@@ -98,19 +105,22 @@ def cluster_batch(*, uproj, call, iC, n_chan: int, n_filt: int, stream, legacy: 
     return w0.astype(np.float32), mu.astype(np.float32), nsp, wheights
 
 
-def batch_dissimilarity(*, Ws, mus, ns, Whs, iC, n_chan: int) -> np.ndarray:
+def batch_dissimilarity(*, Ws, mus, ns, Whs, iC, n_chan: int, backend: Backend = CPU) -> np.ndarray:
     """(nBatches, nBatches) dissimilarity ccb: spike-weighted mean template distance between
-    batches (clusterSingleBatches.m, second loop), before z-scoring."""
+    batches (clusterSingleBatches.m, second loop), before z-scoring; the kernel on ``backend``."""
     from .kernels import match_mask, template_distances
 
     n_pcs, n_near, n_filt, n_batches = Ws.shape
+    put = backend.put
+    Ws_d, iC_d, Whs_d, mus_d = put(Ws), put(iC), put(Whs), put(mus)
     ccb = np.zeros((n_batches, n_batches), np.float32)
     for ib in range(n_batches):
         w = np.zeros((n_pcs, n_chan, n_filt), np.float32, order="F")
         for t in range(n_filt):
             w[:, iC[:, Whs[t, ib]], t] = Ws[:, :, t, ib]
-        res = template_distances(Ws=Ws, W=w, iMatch=match_mask(iC=iC, best_channels=Whs[:, ib]),
-                                 iC=iC, Wh=Whs, mus=mus, mu=mus[:, ib])
+        res = backend.fetch(template_distances(
+            Ws=Ws_d, W=put(w), iMatch=put(match_mask(iC=iC, best_channels=Whs[:, ib])), iC=iC_d,
+            Wh=Whs_d, mus=mus_d, mu=put(np.ascontiguousarray(mus[:, ib]))))
         ds = np.maximum(0, np.asarray(res.ds).reshape(n_filt, n_batches, order="F"))
         total = ns.mean(axis=0)  # 0 for a batch without templates: no distance to weigh (0)
         ccb[ib] = np.divide((np.sqrt(ds) * ns).mean(axis=0), total, out=np.zeros(n_batches,
@@ -154,13 +164,14 @@ def cluster_single_batches(ctx) -> dict:
     mus = np.zeros((n_filt, nbatch), np.float32, order="F")
     ns = np.zeros((n_filt, nbatch), np.float32)
     Whs = np.zeros((n_filt, nbatch), np.int64)
-    last = None
+    last, put = None, ctx.backend.put
+    wpca_d, iC_d = put(wpca[:, :_NRANK_PC].astype(np.float32)), put(iC)
     for ib in progress(range(nbatch), desc="reorder: cluster batches", total=nbatch):
         k = min(nbatch - 2, ib) if p.matlab_compat else ib
-        data = read(k).astype(np.float32) / np.float32(p.scaleproc)
-        spikes = threshold_spike_pcs(data=data, wpca=wpca[:, :_NRANK_PC].astype(np.float32), iC=iC,
-                                     nt0min=nt0min, spk_th=p.ThPre,
-                                     legacy_coverage=p.matlab_compat)
+        data = put(read(k).astype(np.float32) / np.float32(p.scaleproc))
+        spikes = ctx.backend.fetch(threshold_spike_pcs(
+            data=data, wpca=wpca_d, iC=iC_d, nt0min=nt0min, spk_th=p.ThPre,
+            legacy_coverage=p.matlab_compat))
         uproj, call = np.asarray(spikes.features), np.asarray(spikes.channels)
         order = np.lexsort(uproj[::-1])  # sortrows(uproj'): the spike order no longer matters
         uproj, call = np.asfortranarray(uproj[:, order]), call[order]
@@ -168,7 +179,7 @@ def cluster_single_batches(ctx) -> dict:
             break
         if uproj.shape[1] > n_filt:
             last = cluster_batch(uproj=uproj, call=call, iC=iC, n_chan=n_chan, n_filt=n_filt,
-                                 stream=stream, legacy=p.matlab_compat)
+                                 stream=stream, legacy=p.matlab_compat, backend=ctx.backend)
         if last is not None:
             Ws[..., ib], mus[:, ib], ns[:, ib], Whs[:, ib] = last
         else:
@@ -177,7 +188,8 @@ def cluster_single_batches(ctx) -> dict:
         logger.warning("no batch has more than %d spikes crossing ThPre=%g: batches keep their "
                        "order (is the recording empty, or ThPre too high?)", n_filt, p.ThPre)
         return {"iorig": np.arange(nbatch), "ccb": np.zeros((nbatch, nbatch))}
-    ccb = batch_dissimilarity(Ws=Ws, mus=mus, ns=ns, Whs=Whs, iC=iC, n_chan=n_chan)
+    ccb = batch_dissimilarity(Ws=Ws, mus=mus, ns=ns, Whs=Whs, iC=iC, n_chan=n_chan,
+                              backend=ctx.backend)
     ccb0 = _zscore_columns(ccb)
     ccb0 = ccb0 + ccb0.T
     ccbsort, iorig, xs = sort_batches(ccb0)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from .backend import Backend
 from .kernels import template_cross_correlations
 
 __all__ = ["template_channel_overlap", "template_similarity", "template_neighbours",
            "triage_templates", "memorize_w"]
 
+CPU = Backend("cpu")
 _TRIAGE_SD = np.sqrt(10.0)  # triageTemplates2's hard-coded spread of amplitudes
 _TRIAGE_SIMILARITY = 0.9
 _NRANK = 3
@@ -80,17 +82,21 @@ def memorize_w(*, W, dWU, U, mu) -> dict:
     return {"dWU": dWU, "W": W, "U": U, "mu": mu, "Wraw": wraw}
 
 
-def template_neighbours(W: np.ndarray, U: np.ndarray, n_nearest: int):
+def template_neighbours(W: np.ndarray, U: np.ndarray, n_nearest: int, *,
+                        backend: Backend = CPU):
     """getMeWtW: (WtW (Nfilt, Nfilt, 2*nt0-1) cross-correlations over lags, iList (n_nearest,
-    Nfilt) 0-based most similar templates by their best lag, indices wrapping as the original)."""
+    Nfilt) 0-based most similar templates by their best lag, indices wrapping as the original).
+    The kernel accumulates on ``backend``; the result comes back as numpy."""
     W32, U32 = W.astype(np.float32), U.astype(np.float32)
     wtw = None
     for i in range(_NRANK):
         for j in range(_NRANK):
             utu = np.asfortranarray(U32[:, :, i].T @ U32[:, :, j])
-            wtw = template_cross_correlations(W1=np.asfortranarray(W32[:, :, i]),
-                                              W2=np.asfortranarray(W32[:, :, j]), UtU=utu,
-                                              out=wtw, accumulate=wtw is not None)
+            wtw = template_cross_correlations(W1=backend.put(np.asfortranarray(W32[:, :, i])),
+                                              W2=backend.put(np.asfortranarray(W32[:, :, j])),
+                                              UtU=backend.put(utu), out=wtw,
+                                              accumulate=wtw is not None)
+    wtw = backend.fetch(wtw)
     cc = wtw.max(axis=2)
     order = np.argsort(-cc, axis=0, kind="stable")
     return wtw, order[np.arange(n_nearest) % cc.shape[0]]

@@ -1,5 +1,5 @@
-"""Test gating (GPU tests only where CuPy sees a GPU, slow tests only with --runslow) and shared
-fixtures."""
+"""Test gating (gpu tests on a GPU, else on the CPU executor of tests/cuda_cpu, else skipped; slow
+tests only with --runslow) and shared fixtures."""
 import json
 import sys
 from pathlib import Path
@@ -11,23 +11,23 @@ ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_DATA = ROOT / "matlab_reference" / "data"
 
 
+from cuda_cpu.plugin import (cuda_cpu_gpu, pytest_configure,  # noqa: E402,F401  (hooks)
+                             pytest_generate_tests, pytest_report_header)
+from cuda_cpu import plugin as cuda_cpu_plugin  # noqa: E402
+
+
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
 
 
 def pytest_collection_modifyitems(config, items):
-    from pykilosort.backend import cuda_available
-
     skip_slow = pytest.mark.skip(reason="slow: run with --runslow")
-    skip_gpu = pytest.mark.skip(reason="no CUDA GPU visible to CuPy")
-    have_gpu = None
+    skip_gpu = pytest.mark.skip(reason=cuda_cpu_plugin.why())
     for item in items:
         if "slow" in item.keywords and not config.getoption("--runslow"):
             item.add_marker(skip_slow)
-        if "gpu" in item.keywords:
-            have_gpu = cuda_available() if have_gpu is None else have_gpu
-            if not have_gpu:
-                item.add_marker(skip_gpu)
+        if "gpu" in item.keywords and cuda_cpu_plugin.mode() is None:
+            item.add_marker(skip_gpu)
 
 
 @pytest.fixture

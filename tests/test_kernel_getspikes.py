@@ -4,8 +4,8 @@ import pytest
 
 from pykilosort.errors import KilosortError
 from pykilosort.kernels.getspikes import (DEFAULT_MAX_SPIKES, SpikeCapacityError, _best_channel_twin,
-                                          _keep_highest_twin, _local_peaks_twin, _scores_twin,
-                                          MexCoverage, detect_new_spikes, mex_coverage)
+                                          _CHANNEL_RANGE, _keep_highest_twin, _local_peaks_twin,
+                                          _scores_twin, MexCoverage, detect_new_spikes, mex_coverage)
 from pykilosort.kernels.registry import cuda_source_path, nvcc_compile, registered
 from pykilosort.neighbours import get_closest_channels
 
@@ -115,6 +115,7 @@ def naive_cleanup_heights(ids, xs):
     """cleanup_heights: indices of candidates that no nearby-channel candidate exceeds."""
     kept = []
     for k in range(ids.size):
+        # `if (d<5 && xmax< s_x[t])` in the original's cleanup_heights: the literal, not ours
         if not any(abs(ids[m] - ids[k]) < 5 and xs[k] < xs[m] for m in range(ids.size)):
             kept.append(k)
     return np.array(kept, np.int64)
@@ -387,13 +388,35 @@ def test_local_peaks_and_heights_with_ties(rng):
     st, ids, xs, counter = naive_cleanup_spikes(err, ftype, nt0, 4.0)
     np.testing.assert_array_equal(np.flatnonzero(is_peak), np.sort(st))
     assert counter == st.size and {300, 319, 700, 705} <= set(st.tolist())
-    keep = _keep_highest_twin(ids, xs, 5)
+    keep = _keep_highest_twin(ids, xs, _CHANNEL_RANGE)  # ours, against the reference's d<5
     np.testing.assert_array_equal(np.flatnonzero(keep), naive_cleanup_heights(ids, xs))
     assert keep[list(st).index(700)] and keep[list(st).index(705)]
     # channels 5 apart do not compete, 4 apart do (whatever their times)
     ids, xs = np.array([0, 5, 9, 13, 13]), np.array([10, 20, 15, 16, 16], np.float32)
-    np.testing.assert_array_equal(_keep_highest_twin(ids, xs, 5), [True, True, False, True, True])
+    np.testing.assert_array_equal(_keep_highest_twin(ids, xs, _CHANNEL_RANGE),
+                                  [True, True, False, True, True])
     np.testing.assert_array_equal(naive_cleanup_heights(ids, xs), [0, 1, 3, 4])
+
+
+def _channel_range_batch(w):
+    """Zero noise, one lone spike per channel, each channel its own neighbourhood (n_sum = 1):
+    spikes on channels 0, 5, 9, 13, hundreds of samples apart, of heights 10^2, 20^2, 15^2, 16^2.
+    With the original's `d<5` (cleanup_heights), channels 5 apart do not compete and 4 apart do,
+    whatever their times: 9 loses to 5, 13 survives (higher than 9), 0 survives."""
+    NT, nchan = 2200, 14
+    data = np.zeros((NT, nchan), np.float32)
+    for t, c, a in ((200, 0, 10.0), (600, 5, 20.0), (1000, 9, 15.0), (1400, 13, 16.0)):
+        data[t:t + w.shape[0], c] = a * w[:, 0]
+    return np.asfortranarray(data), np.arange(nchan)[None, :]
+
+
+def test_height_cleanup_channel_range_is_the_originals_5(rng):
+    """Through the public entry, so that the constant our kernel uses is pinned too."""
+    w = _templates(rng, 21, 1)
+    data, iC = _channel_range_batch(w)
+    got = detect_new_spikes(data, templates=w, iC=iC, th=5.0, n_sum=1)
+    assert got.channels.tolist() == [0, 5, 13] and got.times.tolist() == [200, 600, 1400]
+    _assert_same(got, naive_mex_get_spikes2(data, w, iC, 5.0, 1))
 
 
 # ------------------------------------------------------------------------------ registry, nvcc
@@ -438,6 +461,19 @@ def test_cuda_equals_twin(rng, monkeypatch, case, threads):
         assert isinstance(a, cupy.ndarray), name
         np.testing.assert_array_equal(a.get(), b, err_msg=name)
     assert gpu.snippets.flags.f_contiguous and gpu.cmap.flags.f_contiguous
+
+
+@pytest.mark.gpu
+def test_cuda_height_cleanup_channel_range(rng):
+    import cupy
+
+    w = _templates(rng, 21, 1)
+    data, iC = _channel_range_batch(w)
+    gpu = detect_new_spikes(cupy.asarray(data), templates=w, iC=iC, th=5.0, n_sum=1)
+    assert gpu.channels.get().tolist() == [0, 5, 13]
+    for name, a, b in zip(gpu._fields, gpu, detect_new_spikes(data, templates=w, iC=iC, th=5.0,
+                                                               n_sum=1)):
+        np.testing.assert_array_equal(a.get(), b, err_msg=name)
 
 
 @pytest.mark.gpu

@@ -115,6 +115,40 @@ def test_twin_equals_literal_reference(case):
     assert res.rounds_exhausted == (ref["round"].max() == opts["n_rounds"] - 1)
 
 
+def _infinite_amplitude_problem():
+    """Template 0 on channels 0-2, template 1 on 3-5 (U exactly 0 elsewhere). An inf sample on
+    channel 0 gives template 0 an infinite amplitude at st = 94; channels 3-5 hold -0.0 in the
+    window of the finite spike at st = 40."""
+    rng = np.random.default_rng(12)
+    kw = _templates(rng, nchan=6, nfilt=2, nt0=15, nnear=3, iW=[1, 4])
+    data = _data(rng, kw, NT=200, spikes=[(40, 0, 10.0), (150, 1, 12.0)], noise=0.01)
+    data[100, 0] = np.inf
+    data[40:55, 3:] = -0.0
+    return data, kw
+
+
+def _bits(a):
+    return np.asarray(a).view(np.uint32)
+
+
+@pytest.mark.parametrize("stable", [True, False], ids=["stable", "fast"])
+def test_subtraction_covers_every_channel_like_the_original(stable):
+    """subtract_spikes(_v4) adds -y * sum_k W U on every channel, also where U is 0: an infinite
+    amplitude makes that inf * 0 = NaN outside the template's channels, while a finite one
+    adds -0.0 there and leaves every bit (-0.0 included) as it was."""
+    data, kw = _infinite_amplitude_problem()
+    opts = dict(th=5.0, th_average=5.0, lam=10.0, stable_mode=stable, template_features=True,
+                pc_features=True)
+    with np.errstate(invalid="ignore", over="ignore"):
+        res = match_templates(data, **kw, **opts, legacy_block=None)
+        ref = mpnu8_naive(data, **kw, **opts, block=None)
+    assert res.st.tolist() == [40, 94, 150] and np.isinf(res.amplitude[1])
+    _assert_equal_to_naive(res, ref)
+    np.testing.assert_array_equal(_bits(res.residual), _bits(ref["residual"]))  # signs of 0
+    assert np.isnan(res.residual[94:109, 3:]).all()
+    assert (_bits(res.residual[40:55, 3:]) == _bits(np.float32(-0.0))).all()
+
+
 def test_layouts_dtypes_and_shapes():
     data, kw = _random_problem(3, NT=400, nchan=5, nfilt=4, nt0=13, nnear=4, n_spikes=12)
     res = match_templates(data, **kw, th=4.0, th_average=4.0, lam=10.0, legacy_block=64,
@@ -381,7 +415,7 @@ def test_cuda_matches_twin(case):
     _assert_same_as_twin(match_templates(gdata, **gkw, **opts, legacy_block=block), cpu)
 
 
-@pytest.mark.gpu
+@pytest.mark.gpu(once=True)  # about 30 s on the CPU executor: one schedule
 def test_cuda_matches_twin_on_a_realistic_batch():
     """32 channels, 128 templates, NT = 65600, nt0 = 61, about 1000 spikes."""
     data, kw = _random_problem(11, NT=65600, nchan=32, nfilt=128, nt0=61, nnear=32,
@@ -398,11 +432,30 @@ def test_cuda_matches_twin_on_a_realistic_batch():
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("stable", [True, False], ids=["stable", "fast"])
+def test_cuda_matches_twin_with_an_infinite_amplitude(stable):
+    data, kw = _infinite_amplitude_problem()
+    opts = dict(th=5.0, th_average=5.0, lam=10.0, stable_mode=stable, legacy_block=None)
+    with np.errstate(invalid="ignore", over="ignore"):
+        cpu = match_templates(data, **kw, **opts)
+    gdata, gkw = _to_gpu(data, kw)
+    gpu = match_templates(gdata, **gkw, **opts)
+    _assert_same_as_twin(gpu, cpu)
+    np.testing.assert_array_equal(_bits(gpu.residual.get()), _bits(cpu.residual))
+
+
+@pytest.mark.gpu
 def test_cuda_capacity_error_and_empty():
     data, kw = _random_problem(5, NT=600, nchan=4, nfilt=3, nt0=13, nnear=4, n_spikes=20)
     gdata, gkw = _to_gpu(data, kw)
-    with pytest.raises(SpikeCapacityError, match="max_spikes=3"):
-        match_templates(gdata, **gkw, th=4.0, th_average=4.0, lam=10.0, max_spikes=3)
-    res = match_templates(gdata * 0, **gkw, th=4.0, th_average=4.0, lam=10.0,
-                          template_features=True, pc_features=True)
+    # legacy_block=None: with the default 1024-sample blocks and NT=600 no sample is examined,
+    # no spike is found, and no capacity can be exceeded
+    opts = dict(th=4.0, th_average=4.0, lam=10.0, legacy_block=None)
+    n = match_templates(gdata, **gkw, **opts).st.size
+    assert n > 3 and n == match_templates(data, **kw, **opts).st.size
+    assert match_templates(gdata, **gkw, **opts, max_spikes=n).st.size == n
+    with pytest.raises(SpikeCapacityError, match="max_spikes=3") as info:
+        match_templates(gdata, **gkw, **opts, max_spikes=3)
+    assert isinstance(info.value, KilosortError)
+    res = match_templates(gdata * 0, **gkw, **opts, template_features=True, pc_features=True)
     assert res.st.size == 0 and res.pc_features.shape == (4, 3, 0) and not res.dWU.any()

@@ -34,7 +34,10 @@ def _first_abs_max(values):
     return imax, sgn
 
 
-def svd_reference(dWU, W, iC, iW, Ka, Kb, tmax, n_iter=100):
+ORIGINAL_POWER_ITER = 100  # mexSVDsmall2.cu, getW: `for (i=0;i<100;i++)`, not a Params entry
+
+
+def svd_reference(dWU, W, iC, iW, Ka, Kb, tmax, n_iter=ORIGINAL_POWER_ITER):
     nt0, nchan, nfilt = dWU.shape
     nrank, nup = W.shape[2], Ka.shape[0]
     W = np.array(W, np.float64)
@@ -114,13 +117,16 @@ def _case(rng, nt0, nchan, nnear, nfilt, nrank):
     return dict(dWU=dWU, W=W, iC=iC, iW=iW, Ka=Ka, Kb=Kb)
 
 
-def _run_both(case, fix=False, n_iter=100):
+def _run_both(case, fix=False, n_iter=None):
+    """n_iter=None leaves both sides at their defaults, so the reference's hard-coded count
+    pins template_svd's default (a wrong N_POWER_ITER changes the last bits of W, U, mu)."""
     nt0min = _nt0min(case["dWU"].shape[0])
+    iters = {} if n_iter is None else dict(n_iter=n_iter)
     got = template_svd(case["dWU"], case["W"], iC=case["iC"], iW=case["iW"], Ka=case["Ka"],
-                       Kb=case["Kb"], nt0min=nt0min, fix_trough_offset=fix, n_iter=n_iter)
+                       Kb=case["Kb"], nt0min=nt0min, fix_trough_offset=fix, **iters)
     with np.errstate(invalid="ignore"):  # inf - inf in the cases that feed it infinities
         ref = svd_reference(case["dWU"], case["W"], case["iC"], case["iW"], case["Ka"],
-                            case["Kb"], alignment_sample(nt0min, fix_trough_offset=fix), n_iter)
+                            case["Kb"], alignment_sample(nt0min, fix_trough_offset=fix), **iters)
     return got, ref
 
 

@@ -491,24 +491,30 @@ def _template_features(conv, mu, lam, iListT, st, ids, feat):
             feat[s, j] = r
 
 
-@numba.njit(cache=True, nogil=True)
-def _zero_column(UT, f, c):
-    for k in range(UT.shape[0]):
-        if UT[k, f, c] != 0:
-            return False
-    return True
+def _inert_columns(UT, WT):
+    """(Nfilt, Nchan) bool: U[c, f, :] is all zero and W[:, f, :] all finite. The original
+    subtracts a spike on every channel; on such a channel x = sum_k W U is +0.0, so the addend
+    -y * x is -0.0 for 0 < y < inf, and adding -0.0 leaves every value (-0.0 and NaN included)
+    unchanged bit for bit. _inert_skip skips only then; an infinite or NaN amplitude makes the
+    addend NaN and is subtracted everywhere, as the kernels do."""
+    return ~UT.any(axis=0) & np.isfinite(WT).all(axis=(0, 2))[:, None]
 
 
 @numba.njit(cache=True, nogil=True)
-def _subtract_f64(acc, cur, WT, UT, st, ids, amp, items):
+def _inert_skip(inert, f, c, y):
+    return inert[f, c] and 0 < y < np.inf
+
+
+@numba.njit(cache=True, nogil=True)
+def _subtract_f64(acc, cur, WT, UT, inert, st, ids, amp, items):
     """Stable mode (subtract_spikes_v4) on channels ``items``: acc[c, st + dt] += -y * sum_k
     W[dt] U[c] in double, spikes in time order; cur keeps acc rounded to float32 for the
-    filters to read. Where the template's U is exactly 0 it would add 0: skipped."""
+    filters to read. Channels where the addition cannot change a bit are skipped (inert)."""
     nrank, _, nt0 = WT.shape
     for c in items:
         for s in range(st.size):
             f = ids[s]
-            if _zero_column(UT, f, c):
+            if _inert_skip(inert, f, c, amp[s]):
                 continue
             y = np.float64(amp[s])
             for dt in range(nt0):
@@ -521,13 +527,13 @@ def _subtract_f64(acc, cur, WT, UT, st, ids, amp, items):
 
 
 @numba.njit(cache=True, nogil=True)
-def _subtract_f32(cur, WT, UT, st, ids, amp, items):
+def _subtract_f32(cur, WT, UT, inert, st, ids, amp, items):
     """Fast mode (subtract_spikes): the same in float32, spikes in time order."""
     nrank, _, nt0 = WT.shape
     for c in items:
         for s in range(st.size):
             f = ids[s]
-            if _zero_column(UT, f, c):
+            if _inert_skip(inert, f, c, amp[s]):
                 continue
             for dt in range(nt0):
                 x = np.float32(0.0)
@@ -651,6 +657,7 @@ class _CpuState:
         NT, nchan, nfilt, nrank, nt0, _, _ = p.sizes
         self.p = p
         self.UT, self.WT = np.ascontiguousarray(p.U.T), np.ascontiguousarray(p.W.T)
+        self.inert = _inert_columns(self.UT, self.WT)
         self.nbrs = np.ascontiguousarray(p.iC[:, p.iW].T)  # (Nfilt, NchanNear)
         self.UtUT = np.ascontiguousarray(p.UtU.T)
         self.iListT = np.ascontiguousarray(p.iList.T) if p.iList is not None else None
@@ -675,9 +682,11 @@ class _CpuState:
     def subtract_and_update(self, st, ids, amp):
         nchan = self.cur.shape[0]
         if self.acc is not None:
-            _in_parallel(_subtract_f64, nchan, self.acc, self.cur, self.WT, self.UT, st, ids, amp)
+            _in_parallel(_subtract_f64, nchan, self.acc, self.cur, self.WT, self.UT, self.inert,
+                         st, ids, amp)
         else:
-            _in_parallel(_subtract_f32, nchan, self.cur, self.WT, self.UT, st, ids, amp)
+            _in_parallel(_subtract_f32, nchan, self.cur, self.WT, self.UT, self.inert, st, ids,
+                         amp)
         _in_parallel(_refilter_templates, self.conv.shape[0], self.cur, self.UT, self.WT,
                      self.nbrs, self.UtUT, st, ids, self.dprod, self.conv)
         # bestFilterUpdate: scores again on every new spike's window, clipped to [lo, NT)

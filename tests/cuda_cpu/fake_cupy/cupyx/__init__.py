@@ -1,0 +1,1 @@
+"""Stand-in cupyx: the parts pykilosort uses, computed by scipy on host arrays."""
