@@ -2,12 +2,23 @@ function ks2_mex_capture(ks_path, input_dir, out_dir)
 % Run the original Kilosort2 v2.0 front to back through learnAndSolve8b on rec32, with every mex
 % call answered by pykilosort's kernels (mexbridge/), and keep the exact inputs of selected calls.
 %   MEX_CAPTURE_DIR=<out_dir>/mex octave --no-gui --eval "ks2_mex_capture(ks20, inputs, data)"
-% Writes <out_dir>/ks2_pipeline_rec32.mat (iorig, ccb, st3, W, U, mu, simScore), the rez fields the
-% post-processing reads (<out_dir>/ks2_capture_rez_rec32.mat) and, through
-% mex_bridge.py, <out_dir>/mex/<mex name>_<call index>.mat plus calls.json (Params of every call).
+% Writes <out_dir>/ks2_pipeline_rec32.mat (iorig, ccb, st3, W, U, mu, simScore, dWU, Wraw, nsp,
+% muA, cProj, cProjPC, and learnTemplates' nsp going into and out of each triageTemplates2 call:
+% triage_nsp_in, triage_nsp_out), the rez fields the post-processing reads
+% (<out_dir>/ks2_capture_rez_rec32.mat) and, through mex_bridge.py,
+% <out_dir>/mex/<mex name>_<call index>.mat plus calls.json (Params of every call).
 here = fileparts(mfilename('fullpath'));
 addpath(fullfile(here, 'shims'), fullfile(here, 'mexbridge'));
 addpath(fullfile(ks_path, 'preProcess'), fullfile(ks_path, 'mainLoop'), fullfile(ks_path, 'utils'));
+% learnTemplates' spike-count estimate nsp never leaves it; capture/triageTemplates2.m records it
+% on its way through triageTemplates2 and calls the original through this handle
+global KS2_TRIAGE
+KS2_TRIAGE = struct('original', @triageTemplates2, 'nsp_in', {{}}, 'nsp_out', {{}});
+original = functions(KS2_TRIAGE.original).file;
+if ~strcmp(original, canonicalize_file_name(fullfile(ks_path, 'mainLoop', 'triageTemplates2.m')))
+  error('triageTemplates2 resolves to %s, not the checkout''s', original);
+end
+addpath(fullfile(here, 'capture'));
 pkg load signal
 set(0, 'defaultfigurevisible', 'off');
 capture = getenv('MEX_CAPTURE_DIR');
@@ -19,10 +30,19 @@ ops.NT = 32*1024 + ops.ntbuff;  % 10 batches: more learning steps, smaller fixtu
 rez = preprocessDataSub(ops);
 rez = clusterSingleBatches(rez);
 rez = learnAndSolve8b(rez);
+rmpath(fullfile(here, 'capture'));
+moved = functions(KS2_TRIAGE.original).file;
+if ~strcmp(moved, original), error('the handle to triageTemplates2 moved to %s', moved); end
 iorig = rez.iorig; ccb = rez.ccb; st3 = rez.st3; W = rez.W; U = rez.U; mu = rez.mu;
 simScore = rez.simScore; Nbatch = rez.ops.Nbatch; NT = ops.NT;
+% learnTemplates' final templates (memorizeW), trackAndSort's nsp (second half of the batches)
+% and per-batch mu, the features of every spike (rows in st3's order)
+dWU = rez.dWU; Wraw = rez.Wraw; nsp = rez.nsp; muA = rez.muA; cProj = rez.cProj;
+cProjPC = rez.cProjPC;
+triage_nsp_in = KS2_TRIAGE.nsp_in; triage_nsp_out = KS2_TRIAGE.nsp_out;
 save('-v7', fullfile(out_dir, 'ks2_pipeline_rec32.mat'), 'iorig', 'ccb', 'st3', 'W', 'U', 'mu', ...
-     'simScore', 'Nbatch', 'NT');
+     'simScore', 'Nbatch', 'NT', 'dWU', 'Wraw', 'nsp', 'muA', 'cProj', 'cProjPC', ...
+     'triage_nsp_in', 'triage_nsp_out');
 % what the post-processing needs (ks2_postprocess_reference.m runs it on this rez)
 keep = {'st3', 'st2', 'cProj', 'cProjPC', 'dWU', 'W', 'U', 'mu', 'simScore', 'iNeigh', ...
         'iNeighPC', 'Wrot', 'xc', 'yc', 'xcoords', 'ycoords'};
