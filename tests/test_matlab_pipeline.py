@@ -13,6 +13,7 @@ Tolerances and measured agreement: matlab_reference/README.md.
 import inspect
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -27,6 +28,9 @@ from pykilosort.kernels.mex import MEX_FUNCTIONS, array_digest, call_mex
 from pykilosort.probes import load_probe
 
 from conftest import REFERENCE_DATA, ROOT
+
+sys.path.insert(0, str(ROOT / "matlab_reference"))
+from captured_calls import load_call as load_captured_call  # noqa: E402
 
 DATA = REFERENCE_DATA
 MEX = DATA / "mex"
@@ -87,22 +91,8 @@ REL_NSP = 1e-12
 
 
 def load_call(stem: str):
-    """(name, Params, MATLAB arguments a1.., stored outputs o1..) of a captured call."""
-    m = scipy.io.loadmat(MEX / f"{stem}.mat")
-    args, outs, k = [], [], 1
-    while f"a{k}" in m or f"a{k}_int16" in m:
-        if f"a{k}" in m:
-            args.append(m[f"a{k}"])
-        else:
-            scale = np.float32(m[f"a{k}_scale"].item())
-            args.append(m[f"a{k}_int16"].astype(np.float32) / scale)
-        k += 1
-    k = 1
-    while f"o{k}" in m or f"o{k}_sha256" in m:
-        outs.append(m[f"o{k}"] if f"o{k}" in m else ("sha256", m[f"o{k}_sha256"].item(),
-                                                     tuple(m[f"o{k}_shape"].ravel())))
-        k += 1
-    return str(m["name"].item()), args, outs
+    """(name, MATLAB arguments a1.. (Params first), stored outputs o1..) of a captured call."""
+    return load_captured_call(MEX / f"{stem}.mat")
 
 
 def assert_output_equal(got, stored, what):

@@ -37,6 +37,7 @@ ROOT = HERE.parents[1]
 if str(HERE.parent) not in sys.path:  # run as a script: make the package importable
     sys.path.insert(0, str(HERE.parent))
 
+from captured_calls import load_call  # noqa: E402
 from original_kernels import hosts, host_mpnu8, synthetic  # noqa: E402
 from original_kernels.translate import compile_mex  # noqa: E402
 
@@ -68,20 +69,9 @@ class Case:
 
 # ------------------------------------------------------------------ cases
 def load_captured(stem: str):
-    """(name, MATLAB arguments) of a captured call, as tests/test_matlab_pipeline.load_call reads
-    it (an int16-stored batch is rescaled to its exact float32 values)."""
-    import scipy.io
-
-    m = scipy.io.loadmat(MEX_DATA / f"{stem}.mat")
-    args, k = [], 1
-    while f"a{k}" in m or f"a{k}_int16" in m:
-        if f"a{k}" in m:
-            args.append(m[f"a{k}"])
-        else:
-            scale = np.float32(m[f"a{k}_scale"].item())
-            args.append(m[f"a{k}_int16"].astype(np.float32) / scale)
-        k += 1
-    return str(m["name"].item()), args
+    """(name, MATLAB arguments) of a captured call (captured_calls.load_call)."""
+    name, args, _ = load_call(MEX_DATA / f"{stem}.mat")
+    return name, args
 
 
 def captured_cases() -> list[Case]:

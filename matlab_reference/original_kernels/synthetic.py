@@ -9,12 +9,17 @@ has extra spikes planted there.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from pykilosort.kernels.mpnu8 import scan_ranges
 from pykilosort.neighbours import get_closest_channels
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+from template_problems import random_templates  # noqa: E402  (shared with the kernel tests)
 
 NT_V20 = 64 * 1024 + 64    # ops.NT of v2.0's configFile384.m (64*1024 + ntbuff)
 NT_HOLES = 64 * 1024 - 64  # the batch size of MouseLand/Kilosort#594
@@ -25,34 +30,6 @@ class SyntheticCall:
     name: str          # the mex
     args: list         # MATLAB arguments, Params first
     notes: dict = field(default_factory=dict)
-
-
-def _templates(rng, *, nchan, nfilt, nt0, nnear, nrank):
-    """Orthonormal temporal components per template (smooth troughs), spatial components on
-    the nnear channels around a random main channel with unit norm (so a spike a * template has
-    amplitude a), UtU = templates sharing a channel, iList = the Nnearest templates sharing most."""
-    xc, yc = np.tile([0.0, 32.0], nchan)[:nchan], np.arange(nchan) * 20.0
-    iC = get_closest_channels(xc=xc, yc=yc, sigma_mask=30.0, n_closest=nnear)[0].astype(np.int32)
-    iW = rng.integers(0, nchan, nfilt).astype(np.int32)
-    t = np.arange(nt0)
-    W = np.zeros((nt0, nfilt, nrank), np.float32)
-    U = np.zeros((nchan, nfilt, nrank), np.float32)
-    for f in range(nfilt):
-        centre, width = nt0 * rng.uniform(0.3, 0.45), nt0 * rng.uniform(0.06, 0.12)
-        shapes = np.stack([-np.exp(-(t - centre) ** 2 / (2 * width ** 2)) * ((t - centre) / width) ** j
-                           for j in range(nrank)], 1) + 0.05 * rng.standard_normal((nt0, nrank))
-        W[:, f] = np.linalg.qr(shapes)[0]
-        spatial = rng.standard_normal((nnear, nrank)) * 0.3
-        spatial[:, 0] = np.exp(-np.arange(nnear) / 2.0)
-        U[iC[:, iW[f]], f] = spatial / np.sqrt((spatial ** 2).sum())
-    mask = np.zeros((nchan, nfilt))
-    for f in range(nfilt):
-        mask[iC[:, iW[f]], f] = 1
-    overlap = mask.T @ mask
-    UtU = overlap > 0
-    wPCA = np.linalg.qr(rng.standard_normal((nt0, nrank)))[0].astype(np.float32)
-    mu = rng.uniform(8, 20, nfilt).astype(np.float32)
-    return dict(U=U, W=W, mu=mu, iC=iC, iW=iW, UtU=UtU, overlap=overlap, wPCA=wPCA)
 
 
 def _add_spikes(data, kw, spikes):
@@ -69,7 +46,7 @@ def mpnu8_call(*, seed=11, NT=NT_V20, nchan=32, nfilt=128, nt0=61, nrank=3, n_sp
     not examine (notes['hole'] = that range, notes['hole_st'] = their start times)."""
     rng = np.random.default_rng(seed)
     nnear = min(nchan, 32)  # NchanNear = Nnearest = min(Nchan, 32) in v2.0
-    kw = _templates(rng, nchan=nchan, nfilt=nfilt, nt0=nt0, nnear=nnear, nrank=nrank)
+    kw = random_templates(rng, nchan=nchan, nfilt=nfilt, nt0=nt0, nnear=nnear, nrank=nrank)
     data = noise * rng.standard_normal((NT, nchan))
     spikes = [(int(rng.integers(0, NT - nt0)), int(f), float(kw["mu"][f] * rng.uniform(0.6, 1.4)))
               for f in rng.integers(0, nfilt, n_spikes)]
@@ -96,7 +73,7 @@ def mpnu8_call(*, seed=11, NT=NT_V20, nchan=32, nfilt=128, nt0=61, nrank=3, n_sp
 def _batch(seed=5, NT=NT_V20, nchan=32, nfilt=64, nt0=61, n_spikes=900):
     """(data, templates) of a whitened-like batch for the detection mex files."""
     rng = np.random.default_rng(seed)
-    kw = _templates(rng, nchan=nchan, nfilt=nfilt, nt0=nt0, nnear=min(nchan, 32), nrank=3)
+    kw = random_templates(rng, nchan=nchan, nfilt=nfilt, nt0=nt0, nnear=min(nchan, 32), nrank=3)
     data = rng.standard_normal((NT, nchan))
     _add_spikes(data, kw, [(int(rng.integers(0, NT - nt0)), int(f), float(kw["mu"][f]))
                            for f in rng.integers(0, nfilt, n_spikes)])
@@ -133,7 +110,7 @@ def svdsmall2_call(seed=7, nfilt=128) -> SyntheticCall:
 
     rng = np.random.default_rng(seed)
     nchan, nt0 = 32, 61
-    kw = _templates(rng, nchan=nchan, nfilt=nfilt, nt0=nt0, nnear=32, nrank=3)
+    kw = random_templates(rng, nchan=nchan, nfilt=nfilt, nt0=nt0, nnear=32, nrank=3)
     wave = np.einsum("tfk,cfk->tcf", kw["W"].astype(np.float64), kw["U"].astype(np.float64))
     dWU = np.asfortranarray(wave * kw["mu"] * 30 + rng.standard_normal(wave.shape) * 3)
     W0 = np.asfortranarray(kw["W"].astype(np.float64) + 0.1 * rng.standard_normal(kw["W"].shape))
@@ -147,7 +124,7 @@ def svdsmall2_call(seed=7, nfilt=128) -> SyntheticCall:
 def wtw2_call(seed=8, nfilt=128) -> SyntheticCall:
     """getMeWtW.m: Params = [1 Nfilt 0 0 0 0 0 0 0 nt0], UtU as single."""
     rng = np.random.default_rng(seed)
-    kw = _templates(rng, nchan=32, nfilt=nfilt, nt0=61, nnear=32, nrank=3)
+    kw = random_templates(rng, nchan=32, nfilt=nfilt, nt0=61, nnear=32, nrank=3)
     params = np.array([[1, nfilt, 0, 0, 0, 0, 0, 0, 0, 61]], np.float64)
     W1, W2 = (np.asfortranarray(kw["W"][:, :, k]) for k in (0, 1))
     return SyntheticCall("mexWtW2", [params, W1, W2, kw["UtU"].astype(np.float32)])
