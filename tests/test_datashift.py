@@ -1,0 +1,63 @@
+"""Kilosort 2.5's batch registration (shift_batch_on_disk2.m, kernel2D.m of v2.5.2): the kernel and
+the prediction matrix against their MATLAB formulas written out literally, and what the shift
+does to data on a probe."""
+import numpy as np
+import pytest
+
+from pykilosort.datashift import kernel2d, shift_batch, shift_matrix
+from pykilosort.makima import makima
+
+
+def _probe(n=32):
+    """Neuropixels-like: two columns 32 um apart, 20 um rows."""
+    return np.tile([0.0, 32.0], n // 2), np.repeat(np.arange(n // 2) * 20.0, 2)
+
+
+def test_kernel_and_matrix_follow_the_matlab_formulas():
+    xc, yc = _probe(16)
+    sig = 20.0
+    K = kernel2d(xp=np.c_[xc, yc], yp=np.c_[xc + 3, yc - 7][:5], sig=sig)
+    for i in range(16):
+        for j in range(5):
+            expected = np.exp(-abs(xc[i] - xc[j] - 3) / sig - abs(yc[i] - yc[j] + 7) / (1.5 * sig))
+            assert K[i, j] == pytest.approx(expected, rel=1e-14)
+    ysamp, shifts = np.array([0.0, 50, 100, 150]), np.array([3.0, -2, 5, 1])
+    M = shift_matrix(xc=xc, yc=yc, shifts=shifts, ysamp=ysamp, sig=sig)
+    per_channel = makima(x=ysamp, y=shifts, xq=yc)  # interp1(ysamp, shifts, yc, 'makima', 'extrap')
+    xp = np.c_[xc, yc]
+    kxx = kernel2d(xp=xp, yp=xp, sig=sig)
+    kyx = kernel2d(xp=np.c_[xc, yc - per_channel], yp=xp, sig=sig)
+    np.testing.assert_allclose(M, kyx @ np.linalg.inv(kxx + 0.01 * np.eye(16)), atol=1e-10)
+    rigid = shift_matrix(xc=xc, yc=yc, shifts=[4.0], ysamp=[75.0], sig=sig)
+    kyx4 = kernel2d(xp=np.c_[xc, yc - 4.0], yp=xp, sig=sig)
+    np.testing.assert_allclose(rigid, kyx4 @ np.linalg.inv(kxx + 0.01 * np.eye(16)), atol=1e-10)
+
+
+def test_a_shift_of_one_row_moves_the_signal_one_row():
+    xc, yc = _probe(32)
+    depth_profile = 1000 * np.exp(-((yc - 150.0) / 40.0) ** 2)  # a smooth spatial footprint
+    batch = np.tile(depth_profile, (600, 1)).astype(np.int16)
+    M = shift_matrix(xc=xc, yc=yc, shifts=[20.0], ysamp=[150.0], sig=20.0)
+    out, _ = shift_batch(batch=batch, M=M, dprev=np.zeros((64, 32), np.float32), NT=536, ntbuff=64)
+    # channel at depth y now holds what was at depth y - 20 (one row down): compare in the middle
+    expected = 1000 * np.exp(-((yc - 20.0 - 150.0) / 40.0) ** 2)
+    inner = (yc >= 60) & (yc <= 240)
+    row = out[300].astype(float)
+    assert np.abs(row[inner] - expected[inner]).max() < 0.05 * 1000
+    assert np.abs(row[inner] - depth_profile[inner]).max() > 0.2 * 1000  # it did move
+
+
+def test_edges_cross_fade_with_the_previous_batch_and_hand_on_the_tail():
+    rng = np.random.default_rng(0)
+    NT, ntb, n = 256, 32, 8
+    batch = rng.integers(-300, 300, (NT + ntb, n)).astype(np.int16)
+    M = np.eye(n)
+    dprev = rng.normal(0, 100, (ntb, n)).astype(np.float32)
+    out, tail = shift_batch(batch=batch, M=M, dprev=dprev, NT=NT, ntbuff=ntb)
+    w = np.linspace(0, 1, ntb).astype(np.float32)[:, None]
+    blended = w * batch[:ntb].astype(np.float32) + (1 - w) * dprev
+    np.testing.assert_array_equal(out[:ntb], np.sign(blended) * np.floor(np.abs(blended) + 0.5))
+    np.testing.assert_array_equal(out[ntb:], batch[ntb:NT])
+    np.testing.assert_array_equal(tail, batch[NT:].astype(np.float32))
+    last, none = shift_batch(batch=batch[:NT], M=M, dprev=dprev, NT=NT, ntbuff=ntb)
+    assert none is None and last.shape == (NT, n) and last.dtype == np.int16
