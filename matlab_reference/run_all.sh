@@ -12,6 +12,7 @@ octave --no-gui --quiet --eval "addpath('$here'); ks2_reference('$ks20', '$work/
 octave --no-gui --quiet --eval "addpath('$here'); ks25_reference('$ks25', '$work/inputs', '$here/data')"
 octave --no-gui --quiet --eval "addpath('$here'); random_reference('$here/data')"
 octave --no-gui --quiet --eval "addpath('$here'); ks2_templates_reference('$ks20', '$here/data')"
+octave --no-gui --quiet --eval "addpath('$here'); ks25_align_reference('$ks25', '$here/data')"
 # the whole v2.0 pipeline with pykilosort's kernels standing in for the mex files (~4 min):
 # captured mex calls in data/mex, final rez fields in data/ks2_pipeline_rec32.mat
 # (one BLAS thread: OpenBLAS's threaded sums are not reproducible from run to run)

@@ -11,7 +11,7 @@ import numpy as np
 
 from .makima import makima
 
-__all__ = ["kernel2d", "shift_matrix", "shift_batch"]
+__all__ = ["kernel2d", "shift_matrix", "shift_batch", "my_conv2", "align_block2"]
 
 _RIDGE = 0.01       # shift_batch_on_disk2: Kxx + .01 * eye
 _SIGMA_Y_FACTOR = 1.5  # kernel2D: sigy = 1.5 * sig
@@ -59,3 +59,96 @@ def shift_batch(*, batch: np.ndarray, M: np.ndarray, dprev: np.ndarray | None, N
     dati[:ntbuff] = w * dati[:ntbuff] + (1 - w) * np.asarray(dprev, np.float32)
     tail = dati[NT:NT + ntbuff].copy() if dati.shape[0] == NT + ntbuff else None
     return np.asarray(round_int16(np.ascontiguousarray(dati[:NT]))), tail
+
+
+# ---------------------------------------------------------------------- align_block2
+_RIGID_RANGE, _RIGID_ITERS = 15, 10  # align_block2: +-15 depth bins, 10 iterations
+_BLOCK_RANGE, _UPSAMPLE = 5, 10      # +-5 bins per block, kriging-upsampled to 0.1 bin
+_SMOOTH_SIG = 0.5                    # my_conv2(dcs, .5, [1, 2, 3])
+
+
+def my_conv2(x: np.ndarray, sig: float, axes) -> np.ndarray:
+    """my_conv2: Gaussian smoothing (taps +-ceil(4 sig)) along each of ``axes`` in turn, with
+    zero padding renormalised by the kernel mass inside the array; sig <= 0.25 leaves x as is."""
+    import scipy.ndimage
+
+    x = np.asarray(x, np.float64)
+    if sig <= 0.25:
+        return x
+    tmax = int(np.ceil(4 * sig))
+    g = np.exp(-np.arange(-tmax, tmax + 1) ** 2 / (2 * sig ** 2))
+    g /= g.sum()
+    for axis in axes:
+        norm = scipy.ndimage.correlate1d(np.ones(x.shape[axis]), g, mode="constant")
+        shape = [1] * x.ndim
+        shape[axis] = -1
+        x = scipy.ndimage.correlate1d(x, g, axis=axis, mode="constant") / norm.reshape(shape)
+    return x
+
+
+def _xcorr_by_shift(F: np.ndarray, F0: np.ndarray, shifts) -> np.ndarray:
+    """(len(shifts), Nbatches): mean over bins of circshift(F, s, 1) .* F0, in single precision."""
+    return np.stack([(np.roll(F, s, axis=0) * F0[:, :, None]).mean(axis=0, dtype=np.float32)
+                     .mean(axis=0, dtype=np.float32) for s in shifts])
+
+
+def _shift_batches(F: np.ndarray, shift_of_batch: np.ndarray, shifts) -> np.ndarray:
+    """circshift each batch of F (bins, amps, batches) by its shift, for the shifts listed only."""
+    F = F.copy()
+    for s in shifts:
+        ib = shift_of_batch == s
+        F[:, :, ib] = np.roll(F[:, :, ib], s, axis=0)
+    return F
+
+
+def _rigid(Fg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """align_block2's iterative rigid registration by integer bin shifts: (dall (10, Nbatches)
+    shifts per iteration, the last row left 0; Fg aligned by all but the last)."""
+    nb = Fg.shape[2]
+    dt = np.arange(-_RIGID_RANGE, _RIGID_RANGE + 1)
+    F0 = Fg[:, :, min(300, nb // 2) - 1]  # a single batch as the first target
+    dall = np.zeros((_RIGID_ITERS, nb))
+    for it in range(_RIGID_ITERS - 1):  # the last iteration's estimate is never used
+        best = dt[np.argmax(_xcorr_by_shift(Fg, F0, dt), axis=0)]
+        Fg = _shift_batches(Fg, best, dt)
+        dall[it] = best
+        F0 = Fg.mean(axis=2, dtype=np.float32)
+    return dall, Fg
+
+
+def _block_ranges(n_bins: int, nblocks: int) -> list[slice]:
+    """2*nblocks-1 overlapping blocks of floor(n_bins/nblocks) bins, evenly spread."""
+    width = n_bins // nblocks - 1
+    first = np.floor(np.linspace(1, n_bins - width, 2 * nblocks - 1) + 0.5).astype(int)  # round
+    return [slice(f - 1, f + width) for f in first]
+
+
+def align_block2(*, F: np.ndarray, ysamp: np.ndarray, nblocks: int):
+    """Drift estimate from per-batch spike histograms (align_block2.m of v2.5.2).
+
+    F: (n_depth_bins, n_amplitude_bins, Nbatches) counts; ysamp (n_depth_bins,) bin depths (um);
+    nblocks: 1 rigid, > 1 non-rigid (2*nblocks-1 overlapping blocks).
+    Returns imin (Nbatches, n_blocks) shifts in bins (0.1-bin resolution), yblk (n_blocks,) block
+    centres (um), F0 (the mean-subtracted target after rigid alignment), F0m (the raw histograms
+    averaged after rigid alignment; batches shifted by more than 5 bins are left unshifted there,
+    as in the original).
+    """
+    if F.ndim != 3 or F.shape[2] < 2:
+        raise ValueError(f"align_block2 needs (depth, amplitude, batches >= 2) histograms, got {F.shape}")
+    Fg = np.asarray(F, np.float32)
+    Fg = Fg - Fg.mean(axis=0, dtype=np.float32)
+    dall, Fg = _rigid(Fg)
+    F0 = Fg.mean(axis=2, dtype=np.float32)
+    blocks = _block_ranges(F.shape[0], nblocks)
+    dt = np.arange(-_BLOCK_RANGE, _BLOCK_RANGE + 1)
+    yblk = np.array([np.mean(np.asarray(ysamp, np.float64)[b]) for b in blocks])
+    dcs = np.stack([_xcorr_by_shift(Fg[b], F0[b], dt) for b in blocks], axis=2).astype(np.float64)
+    dtup = np.linspace(-_BLOCK_RANGE, _BLOCK_RANGE, 2 * _BLOCK_RANGE * _UPSAMPLE + 1)
+    K = np.exp(-(dt[:, None] - dtup[None, :]) ** 2 / 2)  # kernelD(dt, dtup, 1)
+    dcs = my_conv2(dcs, _SMOOTH_SIG, (0, 1, 2))
+    imin = np.empty((F.shape[2], len(blocks)))
+    rigid = dall[:-1].sum(axis=0)
+    for j in range(len(blocks)):
+        imin[:, j] = rigid + dtup[np.argmax(K.T @ dcs[:, :, j], axis=0)]
+    F0m = _shift_batches(np.asarray(F, np.float32), rigid, dt).mean(axis=2, dtype=np.float32)
+    return imin, yblk, F0, F0m

@@ -61,3 +61,62 @@ def test_edges_cross_fade_with_the_previous_batch_and_hand_on_the_tail():
     np.testing.assert_array_equal(tail, batch[NT:].astype(np.float32))
     last, none = shift_batch(batch=batch[:NT], M=M, dprev=dprev, NT=NT, ntbuff=ntb)
     assert none is None and last.shape == (NT, n) and last.dtype == np.int16
+
+
+# ------------------------------------------------------------------ align_block2
+def _align_reference():
+    import scipy.io
+
+    from conftest import REFERENCE_DATA
+
+    return scipy.io.loadmat(REFERENCE_DATA / "ks25_align.mat")
+
+
+@pytest.mark.parametrize("nblocks", [1, 5])
+def test_align_block2_equals_the_original_under_octave(nblocks):
+    """matlab_reference/ks25_align_reference.m ran v2.5.2's align_block2 on seeded histograms of a
+    drifting probe. Measured: imin and F0m identical (imin to 1e-15: sums of 0.1-bin steps),
+    F0 within 2.2e-7 of its largest element (single-precision means in another order)."""
+    from pykilosort.datashift import align_block2
+
+    ref = _align_reference()
+    imin, yblk, F0, F0m = align_block2(F=ref["F"], ysamp=ref["ysamp"].ravel(), nblocks=nblocks)
+    np.testing.assert_allclose(imin, ref[f"imin{nblocks}"], rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(yblk, ref[f"yblk{nblocks}"].ravel())
+    F0_ref = ref[f"F0{nblocks}"]
+    assert np.abs(F0 - F0_ref).max() <= 1e-6 * np.abs(F0_ref).max()
+    np.testing.assert_array_equal(F0m, ref[f"F0m{nblocks}"])
+    assert imin.shape == (40, 2 * nblocks - 1)
+
+
+def test_align_block2_recovers_the_imposed_drift():
+    """The rigid estimate follows the drift the reference histograms were made with (in bins; the
+    deeper half of the units moves 1.3 times as far, so the rigid slope lies between 1 and 1.3).
+    Measured: r = 0.9997, slope 1.1."""
+    from pykilosort.datashift import align_block2
+
+    ref = _align_reference()
+    imin, _, _, _ = align_block2(F=ref["F"], ysamp=ref["ysamp"].ravel(), nblocks=1)
+    est, drift = -imin[:, 0], ref["drift"].ravel()
+    assert np.corrcoef(est, drift)[0, 1] > 0.995
+    slope = np.polyfit(drift, est, 1)[0]
+    assert 1.0 < slope < 1.3, slope
+
+
+def test_my_conv2_matches_its_definition():
+    from pykilosort.datashift import my_conv2
+
+    x = np.random.default_rng(0).normal(size=(7, 5, 3))
+    g = np.exp(-np.arange(-2, 3) ** 2 / 0.5)
+    g /= g.sum()
+    expected = x.copy()
+    for axis in range(3):
+        moved = np.moveaxis(expected, axis, 0)
+        n = moved.shape[0]
+        out = np.zeros_like(moved)
+        for i in range(n):
+            taps = [(k, i + k - 2) for k in range(5) if 0 <= i + k - 2 < n]
+            out[i] = sum(g[k] * moved[j] for k, j in taps) / sum(g[k] for k, _ in taps)
+        expected = np.moveaxis(out, 0, axis)
+    np.testing.assert_allclose(my_conv2(x, 0.5, (0, 1, 2)), expected, rtol=1e-12)
+    np.testing.assert_array_equal(my_conv2(x, 0.2, (0,)), x)
