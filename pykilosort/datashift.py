@@ -11,7 +11,8 @@ import numpy as np
 
 from .makima import makima
 
-__all__ = ["kernel2d", "shift_matrix", "shift_batch", "my_conv2", "align_block2"]
+__all__ = ["kernel2d", "shift_matrix", "shift_batch", "my_conv2", "align_block2",
+           "drift_histograms"]
 
 _RIDGE = 0.01       # shift_batch_on_disk2: Kxx + .01 * eye
 _SIGMA_Y_FACTOR = 1.5  # kernel2D: sigy = 1.5 * sig
@@ -59,6 +60,37 @@ def shift_batch(*, batch: np.ndarray, M: np.ndarray, dprev: np.ndarray | None, N
     dati[:ntbuff] = w * dati[:ntbuff] + (1 - w) * np.asarray(dprev, np.float32)
     tail = dati[NT:NT + ntbuff].copy() if dati.shape[0] == NT + ntbuff else None
     return np.asarray(round_int16(np.ascontiguousarray(dati[:NT]))), tail
+
+
+# ---------------------------------------------------------------------- spike histograms
+_DEPTH_BIN = 5.0       # datashift2: dd = 5 um
+_AMP_BINS = 20         # log-spaced amplitude bins between spkTh and 100
+_AMP_CAP = 99.0        # amplitudes above are counted in the top bin (min(99, amp))
+
+
+def drift_histograms(*, depths, amplitudes, batches, n_batches: int, ymin: float,
+                     spk_th: float = 8.0) -> tuple[np.ndarray, np.ndarray]:
+    """datashift2's per-batch spike histograms: F (n_depth_bins, 20, n_batches) log2(1 + counts)
+    of spikes by depth (5 um bins from ymin - 1) and log amplitude (20 bins from spk_th to 100),
+    and ysamp (n_depth_bins,) the bin centres (um).
+
+    depths (n,) um, amplitudes (n,) >= spk_th (the detector's), batches (n,) 0-based batch ids.
+    """
+    depths = np.asarray(depths, np.float64)
+    amplitudes = np.asarray(amplitudes, np.float64)
+    batches = np.asarray(batches, np.int64)
+    if np.any(amplitudes < spk_th):
+        raise ValueError(f"drift_histograms: amplitudes below spk_th={spk_th} have no bin")
+    dmin = ymin - 1
+    dep = depths - dmin
+    n_bins = 1 + int(np.ceil(dep.max() / _DEPTH_BIN))
+    amp = (np.log10(np.minimum(_AMP_CAP, amplitudes)) - np.log10(spk_th)) / (2 - np.log10(spk_th))
+    row = np.ceil(dep / _DEPTH_BIN).astype(np.int64) - 1        # sparse(ceil(dep/dd), ...)
+    col = np.ceil(1e-5 + amp * _AMP_BINS).astype(np.int64) - 1  # ceil(1e-5 + amp * 20)
+    counts = np.zeros((n_bins, _AMP_BINS, n_batches))
+    np.add.at(counts, (row, col, batches), 1.0)
+    ysamp = dmin + _DEPTH_BIN * np.arange(1, n_bins + 1) - _DEPTH_BIN / 2
+    return np.log2(1 + counts), ysamp
 
 
 # ---------------------------------------------------------------------- align_block2

@@ -120,3 +120,27 @@ def test_my_conv2_matches_its_definition():
         expected = np.moveaxis(out, 0, axis)
     np.testing.assert_allclose(my_conv2(x, 0.5, (0, 1, 2)), expected, rtol=1e-12)
     np.testing.assert_array_equal(my_conv2(x, 0.2, (0,)), x)
+
+
+def test_drift_histograms_follow_datashift2():
+    """The binning lines of datashift2.m (v2.5.2) transcribed literally, 1-based, spike by spike."""
+    from pykilosort.datashift import drift_histograms
+
+    rng = np.random.default_rng(2)
+    n, nbatch, ymin, spk_th, dd = 3000, 7, 20.0, 8.0, 5
+    depths = rng.uniform(ymin, 3820.0, n)
+    amps = np.round(rng.uniform(spk_th, 140, n))        # the detector rounds amplitudes
+    batch = rng.integers(0, nbatch, n)
+    F, ysamp = drift_histograms(depths=depths, amplitudes=amps, batches=batch, n_batches=nbatch,
+                                ymin=ymin, spk_th=spk_th)
+    dmin = ymin - 1
+    dmax = 1 + int(np.ceil((depths - dmin).max() / dd))
+    M = np.zeros((dmax, 20, nbatch))
+    for d, a, t in zip(depths, amps, batch):
+        amp = (np.log10(min(99, a)) - np.log10(spk_th)) / (np.log10(100) - np.log10(spk_th))
+        M[int(np.ceil((d - dmin) / dd)) - 1, int(np.ceil(1e-5 + amp * 20)) - 1, t] += 1
+    np.testing.assert_array_equal(F, np.log2(1 + M))
+    np.testing.assert_allclose(ysamp, dmin + dd * np.arange(1, dmax + 1) - dd / 2)
+    assert F[:, -1].sum() > 0 and F[:, 0].sum() > 0  # amplitudes reach both ends of the scale
+    with pytest.raises(ValueError, match="below spk_th"):
+        drift_histograms(depths=[30.0], amplitudes=[7.0], batches=[0], n_batches=1, ymin=ymin)
