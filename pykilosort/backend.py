@@ -15,7 +15,7 @@ from .errors import DeviceError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Backend", "get_backend", "cuda_available", "array_module", "set_num_threads"]
+__all__ = ["Backend", "CPU", "get_backend", "cuda_available", "array_module", "set_num_threads"]
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -69,12 +69,14 @@ class Backend:
     def fetch(self, result):
         """numpy copies of a kernel's outputs, in their device layout: one array, or each field
         of a named tuple or dataclass (CuPy's plain ``get()`` would return C order)."""
+        if self.name == "cpu":  # already numpy: nothing to copy (hot loops call this per batch)
+            return result
         if isinstance(result, tuple) and hasattr(result, "_fields"):
             return type(result)(*(self.fetch(v) for v in result))
         if dataclasses.is_dataclass(result) and not isinstance(result, type):
             return dataclasses.replace(result, **{f.name: self.fetch(getattr(result, f.name))
                                                   for f in dataclasses.fields(result) if f.init})
-        if self.name == "cpu" or result is None or isinstance(result, np.ndarray):
+        if result is None or isinstance(result, np.ndarray):
             return result
         return result.get(order="A") if hasattr(result, "get") else result
 
@@ -93,6 +95,9 @@ class Backend:
                 f"CuPy {cupy.__version__}")
 
 
+CPU = Backend("cpu")  # the default of functions whose kernels may run on either device
+
+
 def get_backend(device: str = "auto") -> Backend:
     """Resolve ``device`` ('auto', 'cpu', 'cuda') to a Backend.
 
@@ -103,7 +108,7 @@ def get_backend(device: str = "auto") -> Backend:
     if device not in DEVICES:
         raise DeviceError(f"device={device!r} is not one of {DEVICES}.")
     if device == "cpu":
-        return Backend("cpu")
+        return CPU
     ok, reason = _cuda_probe()
     if device == "cuda" and not ok:
         raise DeviceError(f"device='cuda' was requested but {reason}. Install the CuPy wheel for "

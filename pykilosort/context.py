@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .backend import Backend
+from .backend import CPU, Backend
 from .errors import ContextError
 from .io import RawData
 from .params import Derived, Params, derive, params_from_json
@@ -49,7 +49,7 @@ class Context:
                  backend: Backend | None = None, output_dir=None, folder=None):
         self.dir_path = Path(dir_path)
         self.output_dir = None if output_dir is None else Path(output_dir)  # the phy folder
-        self.backend = backend or Backend("cpu")
+        self.backend = backend or CPU
         self.raw_data = raw_data
         self.probe = probe
         self.params = params

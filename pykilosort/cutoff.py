@@ -9,7 +9,6 @@ get_good_units (KS2.5) also labels 'mua' the units whose waveform spreads > 100 
 from __future__ import annotations
 
 import logging
-import math
 from typing import NamedTuple
 
 import numpy as np

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
 import math
+import shutil
 
 import numpy as np
 

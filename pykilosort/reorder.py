@@ -5,15 +5,13 @@ import logging
 
 import numpy as np
 
-from .backend import Backend
+from .backend import CPU, Backend
 from .logs import progress
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["sort_batches", "initialize_wdata", "cluster_batch", "batch_dissimilarity",
            "cluster_single_batches"]
-
-CPU = Backend("cpu")  # default backend of the kernels' callers
 
 
 def sort_batches(ccb0: np.ndarray, *, n_iter: int = 200, eta: float = 1.0):

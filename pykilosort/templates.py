@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import Backend
+from .backend import CPU, Backend
 from .kernels import template_cross_correlations
 
 __all__ = ["template_channel_overlap", "template_similarity", "template_neighbours",
            "triage_templates", "memorize_w"]
 
-CPU = Backend("cpu")
 _TRIAGE_SD = np.sqrt(10.0)  # triageTemplates2's hard-coded spread of amplitudes
 _TRIAGE_SIMILARITY = 0.9
 _NRANK = 3

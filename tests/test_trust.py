@@ -2,6 +2,7 @@
 storage, results that outlive a moved raw file, and errors that name the real cause."""
 import json
 import logging
+import os
 import shutil
 
 import numpy as np
@@ -79,7 +80,7 @@ def test_unwritable_folder_is_named_with_the_parameter_that_moves_it(tmp_path, w
     assert str(blocker / "sub") in msg and param in msg and "\n" not in msg
 
 
-@pytest.mark.skipif(shutil.os.geteuid() == 0, reason="root writes into read-only folders")
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_read_only_output_folder(tmp_path):
     dat = _rec(tmp_path / "rec.bin")
     ro = tmp_path / "ro"

@@ -8,7 +8,8 @@ Strict where CuPy is strict, so host-side bugs show up as they would on a GPU:
     operation) raises TypeError; ``.get()`` returns a C-ordered copy by default, as CuPy does;
   * ``empty`` / ``empty_like`` memory is filled with 0xFF bytes (NaN, -1), not zeros;
   * kernel arguments are checked against the kernel's C++ signature.
-Everything else of CuPy's numpy-like API is numpy on the host arrays, wrapped again. The "GPU"
+Everything else of CuPy's numpy-like API (functions, dtypes, constants) comes from numpy through
+the module's ``__getattr__``: functions run on the host arrays and wrap their results again. The "GPU"
 is visible (getDeviceCount() == 1) only while ``_visible`` is True: tests switch it on, so
 ``device="auto"`` elsewhere stays on the CPU.
 """
@@ -20,9 +21,6 @@ import types
 from pathlib import Path
 
 import numpy as _np
-from numpy import (bool_, complex64, complex128, dtype, float16, float32, float64, inf,  # noqa: F401
-                   int8, int16, int32, int64, intp, nan, newaxis, pi, uint8, uint16, uint32,
-                   uint64)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # tests/, for the cuda_cpu package
 from cuda_cpu import executor as _executor  # noqa: E402
