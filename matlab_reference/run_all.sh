@@ -13,6 +13,10 @@ octave --no-gui --quiet --eval "addpath('$here'); ks25_reference('$ks25', '$work
 octave --no-gui --quiet --eval "addpath('$here'); random_reference('$here/data')"
 octave --no-gui --quiet --eval "addpath('$here'); ks2_templates_reference('$ks20', '$here/data')"
 octave --no-gui --quiet --eval "addpath('$here'); ks25_align_reference('$ks25', '$here/data')"
+# shift_batch_on_disk2 over a proc file our pipeline wrote (shift_input.py: rec32, seeded drifts);
+# interp1's 'makima' from shims_makima/ (this driver only)
+"${MEX_BRIDGE_PYTHON:-python3}" "$here/shift_input.py" "$work/shift" "$here/data/ks25_shift_input.mat"
+octave --no-gui --quiet --eval "addpath('$here'); ks25_shift_reference('$ks25', '$here/data/ks25_shift_input.mat', '$here/data')"
 # the whole v2.0 pipeline with pykilosort's kernels standing in for the mex files (~4 min):
 # captured mex calls in data/mex, final rez fields in data/ks2_pipeline_rec32.mat
 # (one BLAS thread: OpenBLAS's threaded sums are not reproducible from run to run)

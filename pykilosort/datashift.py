@@ -44,22 +44,28 @@ def shift_matrix(*, xc: np.ndarray, yc: np.ndarray, shifts, ysamp, sig: float) -
     return np.linalg.solve(kxx + _RIDGE * np.eye(len(xp)), kyx.T).T
 
 
-def shift_batch(*, batch: np.ndarray, M: np.ndarray, dprev: np.ndarray | None, NT: int,
-                ntbuff: int) -> tuple[np.ndarray, np.ndarray | None]:
+def shift_batch(*, batch, M, dprev, NT: int, ntbuff: int):
     """One batch through M, in float32 as the original's GPU product ``single(dat) * M'``.
 
-    batch: (NT + ntbuff, Nchan) int16 proc samples (NT rows for the last batch).
-    dprev: (ntbuff, Nchan) float32 tail of the previous batch (zeros for the first).
+    batch: (NT + ntbuff, Nchan) int16 proc samples (NT rows for the last batch), numpy or cupy.
+    M: (Nchan, Nchan) float32 on batch's device.
+    dprev: (ntbuff, Nchan) float32 tail of the previous batch, faded out over the first ntbuff
+        samples (the original passes zeros for the first batch); None: no cross-fade.
     Returns the shifted (NT, Nchan) int16 batch and the tail (ntbuff, Nchan) for the next batch
-    (None after a last batch without one).
+    (None after a last batch without one), on batch's device.
     """
+    from .backend import array_module
     from .kernels import round_int16
 
-    dati = np.asarray(batch, np.float32) @ np.asarray(M, np.float32).T
-    w = np.linspace(0, 1, ntbuff).astype(np.float32)[:, None]  # MATLAB: single .* double -> single
-    dati[:ntbuff] = w * dati[:ntbuff] + (1 - w) * np.asarray(dprev, np.float32)
+    xp = array_module(batch)
+    dati = batch.astype(xp.float32) @ xp.asarray(M, dtype=xp.float32).T
+    if dprev is not None:
+        # MATLAB: w_edge and 1 - w_edge are double, each rounded to single in the product
+        w64 = np.linspace(0, 1, ntbuff)[:, None]
+        w, wc = xp.asarray(w64.astype(np.float32)), xp.asarray((1 - w64).astype(np.float32))
+        dati[:ntbuff] = w * dati[:ntbuff] + wc * xp.asarray(dprev, dtype=xp.float32)
     tail = dati[NT:NT + ntbuff].copy() if dati.shape[0] == NT + ntbuff else None
-    return np.asarray(round_int16(np.ascontiguousarray(dati[:NT]))), tail
+    return round_int16(xp.ascontiguousarray(dati[:NT])), tail
 
 
 # ---------------------------------------------------------------------- spike histograms

@@ -31,7 +31,8 @@ from .utils import atomic_path
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["st3_dtype", "owned_trough_range", "track_and_sort", "run_templates"]
+__all__ = ["st3_dtype", "owned_trough_range", "track_and_sort", "run_templates",
+           "run_templates_ks25"]
 
 _NRANK = 3
 
@@ -137,8 +138,9 @@ def _batch_spikes(ctx, res, k: int, slot: int, nbatch: int):
     p, d = ctx.params, ctx.derived
     st0 = np.asarray(res.st, np.int64)
     keep = np.ones(st0.size, bool)
-    if d.ks25:  # KS2.5 proc batches are consecutive NT-sample blocks without overlap
+    if d.ks25:  # v2.5.2 reads NT + 2 ntbuff samples from NT*k; it keeps (ntbuff, NT + ntbuff]
         batch_start = d.tstart + p.NT * k
+        keep = (st0 > p.ntbuff) & (st0 <= p.NT + p.ntbuff)
     else:
         batch_start = d.tstart - (0 if k == 0 else p.ntbuff) + (p.NT - p.ntbuff) * k
         if not p.matlab_compat:  # each batch keeps its own range of troughs: no holes, no doubles
@@ -230,3 +232,57 @@ def _compress(wa: np.ndarray, ua: np.ndarray, *, n_keep: int) -> dict:
             b[:, :, j] = vt[:n_keep].T
         out[f"{name}_a"], out[f"{name}_b"] = a, b
     return out
+
+
+def run_templates_ks25(ctx, rez: dict) -> dict:
+    """runTemplates / trackAndSort of v2.5.2: one pass over the batches in time order, with the
+    learned templates fixed (each batch re-compresses the same dWU, warm-started from the last
+    W); each batch is read with ntbuff samples of padding on both sides (the fix of the spike
+    holes, #594) and keeps the spikes of its own NT samples. dWU becomes the learned waveforms
+    plus every matched spike's, divided by the spike counts nsp.
+
+    Returns rez fields st3, cProj, cProjPC (paths), nsp, iNeigh, dWU (W, U, mu stay the
+    learned ones, as in the original).
+    """
+    from .procfile import proc_sample_reader
+
+    p, d, probe = ctx.params, ctx.derived, ctx.probe_good
+    nbatch, n_chan = int(ctx.intermediate.Nbatch), probe.Nchan
+    n_near = min(n_chan, 32)
+    iC, mask, _ = get_closest_channels(xc=probe.xc, yc=probe.yc, sigma_mask=p.sigmaMask,
+                                       n_closest=n_near)
+    ka, kb = get_kernels(nt0=p.nt0, nt0min=d.nt0min)
+    _, ilist = template_neighbours(rez["W"], rez["U"], n_near, backend=ctx.backend)
+    W, U, mu = rez["W"].copy(), rez["U"], rez["mu"]
+    dwu = np.einsum("n,tnr,cnr->tcn", mu, W, U)   # mu * W_j U_j^T per template, double
+    iW = np.abs(dwu[d.nt0min - 1]).argmax(axis=0)
+    utu, _, _ = template_channel_overlap(iW=iW, iC=iC, mask=mask)
+    put, fetch = ctx.backend.put, ctx.backend.fetch
+    dev = dict(iC=put(iC), iW=put(iW), Ka=put(ka), Kb=put(kb), nt0min=d.nt0min)
+    wpca, dwu_dev = put(rez["wPCA"].astype(np.float32)), put(np.asfortranarray(dwu))
+    dwu_sum, nsp = dwu.copy(), np.zeros(W.shape[1])
+    sink = _FeatureSink(ctx.path / "features_tmp", nbatch)
+    read = proc_sample_reader(ctx)
+    for k in progress(range(nbatch), desc="extract spikes", total=nbatch):
+        batch = read(p.NT * k, p.NT + 2 * p.ntbuff, pad=True)
+        data = put(np.asfortranarray(batch, dtype=np.float32) / np.float32(p.scaleproc))
+        svd = fetch(template_svd(dwu_dev, put(np.asfortranarray(W)), **dev))
+        W, U, mu = svd.W, svd.U, np.asarray(svd.mu, np.float64).ravel()
+        res = fetch(match_templates(
+            data, U=put(U.astype(np.float32)), W=put(W.astype(np.float32)),
+            mu=put(mu.astype(np.float32)), iC=dev["iC"], iW=dev["iW"], UtU=put(utu),
+            iList=put(ilist), wPCA=wpca, th=p.Th[-1], th_average=p.Th[0], lam=p.lam,
+            template_features=True, pc_features=True, stable_mode=p.useStableMode,
+            legacy_block=1024 if p.matlab_compat else None))
+        dwu_sum += np.asarray(res.dWU, np.float64)   # padding spikes included, as the original
+        nsp += np.asarray(res.nsp, np.float64)
+        sink.add(k, *_batch_spikes(ctx, res, k, k, nbatch))
+    st3, paths = sink.assemble(ctx, n_nearest=n_near, n_near_pc=n_near)
+    shutil.rmtree(sink.folder)
+    # a template without spikes keeps its learned waveform (the original divides by 0: inf)
+    denom = nsp if p.matlab_compat else np.maximum(nsp, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dwu_avg = dwu_sum / denom
+    logger.info("extracted %d spikes with %d templates", st3.size, W.shape[1])
+    return {"st3": st3, "cProj": paths["cProj"], "cProjPC": paths["cProjPC"], "nsp": nsp,
+            "iNeigh": ilist, "dWU": dwu_avg}

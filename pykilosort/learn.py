@@ -1,7 +1,7 @@
 """Template learning: learnAndSolve8b.m of Kilosort2 v2.0 (learnTemplates, then runTemplates).
 
 In learnTemplates, batches are visited in ``learning_order``: the first half of the reordered batches backwards,
-then forwards. On each batch the running-average waveforms dWU are compressed to rank-3
+then forwards (Kilosort 2.5: every batch once, in the order of their drift, iorig). On each batch the running-average waveforms dWU are compressed to rank-3
 templates (template_svd), matched against the data (match_templates), updated with momentum
 from the matched spikes, thinned every 5 batches (triage_templates) and extended with new
 templates found in the residual (detect_new_spikes).
@@ -13,11 +13,11 @@ import math
 
 import numpy as np
 
-from .extract import run_templates
+from .extract import run_templates, run_templates_ks25
 from .kernels import detect_new_spikes, match_templates, template_svd
 from .logs import progress
 from .neighbours import get_closest_channels
-from .procfile import proc_batch_reader
+from .procfile import proc_batch_reader, proc_sample_reader
 from .random import make_stream
 from .snippets import extract_templates_from_snippets
 from .templates import (memorize_w, template_channel_overlap, template_neighbours,
@@ -55,7 +55,10 @@ def learn_templates(ctx, iorder: np.ndarray) -> dict:
     wtemp, wpca6 = extract_templates_from_snippets(
         read, Nbatch=int(ctx.intermediate.Nbatch), nskip=p.nskip, nt0=p.nt0, nt0min=d.nt0min,
         scaleproc=p.scaleproc, spk_th=-6.0, stream=stream, loc_range=p.loc_range,
-        long_range=p.long_range, n_pcs=_NRANK_PC)
+        long_range=p.long_range, n_pcs=_NRANK_PC, spread_init=d.ks25)
+    if d.ks25:  # v2.5.2 learnTemplates reads NT + ntbuff samples from each batch's start
+        samples = proc_sample_reader(ctx)
+        read = lambda k: samples(p.NT * k, p.NT + p.ntbuff)  # noqa: E731
     wpca = wpca6[:, :_NRANK].astype(np.float64)
     n_chan = probe.Nchan
     n_near = min(n_chan, 32)
@@ -133,7 +136,10 @@ class _State:
 
 def learn_step(ctx) -> dict:
     """learnAndSolve8b: learn templates on half the reordered batches (back and forth), then
-    extract spikes from all batches starting in the middle of the sorted order."""
+    extract spikes from all batches starting in the middle of the sorted order (Kilosort 2.5:
+    learn on every batch once in drift order, then extract in time order)."""
+    if ctx.derived.ks25:
+        return _learn_step_ks25(ctx)
     iorig = np.asarray(ctx.intermediate.iorig)
     rez = learn_templates(ctx, learning_order(iorig))
     istart = int(iorig[math.ceil(iorig.size / 2) - 1])
@@ -141,4 +147,16 @@ def learn_step(ctx) -> dict:
     keep = ("W", "U", "mu", "dWU", "Wraw", "simScore", "iNeighPC", "wPCA", "wTEMP")
     out.update({k: np.asarray(rez[k]) for k in keep})
     out["istart"] = istart  # per-batch templates WA/UA are kept only compressed (W_a, U_a, ...)
+    return out
+
+
+def _learn_step_ks25(ctx) -> dict:
+    """learnAndSolve8b of v2.5.2: learnTemplates over iorig (batches sorted by drift, each
+    once), then runTemplates in time order with the templates fixed."""
+    iorig = np.asarray(ctx.intermediate.iorig)
+    rez = learn_templates(ctx, iorig)
+    out = run_templates_ks25(ctx, rez)
+    keep = ("W", "U", "mu", "Wraw", "simScore", "iNeighPC", "wPCA", "wTEMP")
+    out.update({k: np.asarray(rez[k]) for k in keep})
+    out["istart"] = math.ceil(iorig.size / 2) - 1  # rez.istart: set, and unused, by v2.5.2
     return out

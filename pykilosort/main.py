@@ -11,6 +11,7 @@ import numpy as np
 
 from .backend import get_backend, set_num_threads
 from .context import Context, make_writable_dir, same_recording
+from .drift import datashift_step
 from .errors import ContextError, ParameterError, ProbeError
 from .io import RawData, expand_raw_paths, find_meta, read_spikeglx_meta
 from .learn import learn_step
@@ -33,6 +34,8 @@ _STEPS = {s.name: s for s in [
     Step("whitening", whitening_step, "get_whitening_matrix: Wrot, CC"),
     Step("preprocess", preprocess_step, "preprocessDataSub: filtered, whitened int16 proc file"),
     Step("reorder", cluster_single_batches, "clusterSingleBatches: batch order iorig, ccb"),
+    Step("datashift", datashift_step, "datashift2 (Kilosort 2.5): drift estimate dshift, "
+         "drift-corrected proc file, batch order iorig"),
     Step("learn", learn_step, "learnAndSolve8b: templates, then spikes st3 with features"),
     Step("duplicates", duplicates_step, "remove_ks2_duplicate_spikes (remove_duplicate_spikes=True)",
          subfolder=True),
@@ -46,13 +49,15 @@ _STEPS = {s.name: s for s in [
 RECORDING_FILE = "recording.json"  # in output_dir: which recording its results belong to
 EXPORT = "export"  # not a checkpointed step: the phy folder and rez.mat, rewritten by every run
 # Kilosort2 steps not yet ported; named so that stop_after gives a precise message.
-PLANNED_STEPS = ["datashift"]
+PLANNED_STEPS: list[str] = []
 
 
 def pipeline_steps(params: Params) -> list[Step]:
     """The steps of a run with ``params``, in order: Kilosort2 (main_kilosort.m of v2.0), or
-    Kilosort 2.5 (drift_correction=True: no split_amplitude; get_good_units after the cutoff)."""
-    names = ["good_channels", "whitening", "preprocess", "reorder", "learn"]
+    Kilosort 2.5 (drift_correction=True: datashift instead of reorder; no split_amplitude;
+    get_good_units after the cutoff)."""
+    names = ["good_channels", "whitening", "preprocess"]
+    names += ["datashift" if params.drift_correction else "reorder", "learn"]
     names += ["duplicates"] if params.remove_duplicate_spikes else []
     names += ["merges", "split_svd"]
     names += ["cutoff", "good_units"] if params.drift_correction else ["split_amplitude", "cutoff"]
@@ -206,9 +211,11 @@ def claim_output_dir(output_dir: Path, raw: RawData) -> None:
 
 def _export(ctx: Context, output_dir: Path) -> None:
     """rezToPhy and rez.mat; then, with save_temp_files=False, the intermediates are deleted."""
+    from .drift import write_drift_outputs
     from .export import write_phy, write_rez_mat
 
     write_phy(ctx, output_dir)
+    write_drift_outputs(ctx, output_dir)
     write_rez_mat(ctx, output_dir / "rez.mat")
     write_text_atomic(output_dir / "params.json", ctx.params.to_json())
     good = np.asarray(ctx.intermediate.good, bool)
@@ -224,7 +231,7 @@ def _export(ctx: Context, output_dir: Path) -> None:
 
 def _figures(ctx: Context, output_dir: Path) -> None:
     """Figures of the steps that ran (skipped quietly for steps that did not)."""
-    from .plots import plot_reorder
+    from .plots import plot_drift, plot_reorder
 
     it = ctx.intermediate
     if "xs" in it:
@@ -232,6 +239,10 @@ def _figures(ctx: Context, output_dir: Path) -> None:
                             path=output_dir / "reorder.png")
         if path is not None:
             logger.info("batch reordering figure: %s", path)
+    if "dshift" in it:
+        path = plot_drift(ctx, path=output_dir / "drift.png")
+        if path is not None:
+            logger.info("drift figure: %s", path)
 
 
 def _check_stop_after(stop_after, params: Params) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 
 from .errors import DataQualityError
 
-__all__ = ["proc_batch_reader"]
+__all__ = ["proc_batch_reader", "proc_sample_reader"]
 
 
 def proc_batch_reader(ctx):
@@ -33,4 +33,31 @@ def proc_batch_reader(ctx):
         if channel_fastest:
             return block.reshape(nt, nchan)
         return block.reshape(nchan, nt).T  # time fastest: a Fortran (NT, Nchan) view
+    return read
+
+
+def proc_sample_reader(ctx, path=None):
+    """``read(start, n, pad=False) -> (m, Nchan) int16``: samples [start, start + n) of a
+    channel-fastest (Kilosort 2.5) proc file, m = n or fewer at the end of the file; with
+    ``pad`` the missing samples repeat the last one (v2.5.2 trackAndSort's padded batches).
+
+    Kilosort 2.5 reads overlapping stretches of its proc file (NT + ntbuff samples from batch
+    k's start, or NT + 2 ntbuff with the padding), which time-fastest blocks do not allow.
+    """
+    nchan = ctx.probe_good.Nchan
+    path = ctx.intermediate.proc if path is None else path
+    if ctx.intermediate.get("proc_layout") != "channel_fastest":
+        raise ValueError("proc_sample_reader needs the channel-fastest (Kilosort 2.5) proc layout")
+
+    def read(start: int, n: int, pad: bool = False) -> np.ndarray:
+        with open(path, "rb") as f:
+            f.seek(2 * nchan * int(start))
+            block = np.fromfile(f, np.int16, count=int(n) * nchan)
+        if block.size == 0 or block.size % nchan:
+            raise DataQualityError(f"proc file {path} has no whole sample at {start}; rerun "
+                                   "with clear_context=True.")
+        data = block.reshape(-1, nchan)
+        if pad and data.shape[0] < n:
+            data = np.concatenate([data, np.repeat(data[-1:], n - data.shape[0], axis=0)])
+        return data
     return read

@@ -143,10 +143,6 @@ def cluster_single_batches(ctx) -> dict:
 
     p, probe = ctx.params, ctx.probe_good
     nbatch = int(ctx.intermediate.Nbatch)
-    if p.drift_correction:
-        logger.warning("drift_correction=True (Kilosort 2.5 flow): batches are not reordered, "
-                       "and datashift is not ported yet: NO drift correction runs")
-        return {"iorig": np.arange(nbatch), "ccb": np.zeros((nbatch, nbatch))}
     if not p.reorder or nbatch < 2:
         return {"iorig": np.arange(nbatch), "ccb": np.zeros((nbatch, nbatch), np.float32)}
     stream = make_stream(p.random_stream, p.CSBseed if p.CSBseed is not None else p.seed)

@@ -73,10 +73,12 @@ def extract_pc_from_snippets(read_batch: Callable[[int], np.ndarray], *, Nbatch:
 def extract_templates_from_snippets(read_batch: Callable[[int], np.ndarray], *, Nbatch: int,
                                     nskip: int, nt0: int, nt0min: int, scaleproc: float,
                                     spk_th: float, stream, loc_range=(5, 4), long_range=(30, 6),
-                                    n_pcs: int = 3) -> tuple[np.ndarray, np.ndarray]:
+                                    n_pcs: int = 3, spread_init: bool = False
+                                    ) -> tuple[np.ndarray, np.ndarray]:
     """(wTEMP, wPCA), both (nt0, n_pcs) float32: 10 rounds of spherical k-means on 1-D waveforms
-    from every nskip-th batch, started from ``n_pcs`` random waveforms (``stream.randperm``), and
-    the waveforms' first PCs (first PC negative at nt0min)."""
+    from every nskip-th batch, started from ``n_pcs`` random waveforms (``stream.randperm``; with
+    ``spread_init``, Kilosort 2.5's evenly spread ``round(linspace(1, n, n_pcs))``, and no random
+    numbers), and the waveforms' first PCs (first PC negative at nt0min)."""
     chunks, k = [], 0
     for ibatch in range(0, Nbatch, nskip):
         c = _batch_snippets(read_batch, ibatch, scaleproc=scaleproc, spk_th=spk_th, nt0=nt0,
@@ -91,7 +93,11 @@ def extract_templates_from_snippets(read_batch: Callable[[int], np.ndarray], *, 
             f"only {dd.shape[1]} isolated spikes found in the proc file; at least {n_pcs} are "
             "needed to initialise the templates: is the recording mostly noise, or spkTh too high? "
             "(stop_after='reorder' runs everything before template learning)")
-    w_temp = _spherical_kmeans(dd, dd[:, stream.randperm(dd.shape[1], n_pcs)])
+    if spread_init:  # MATLAB round: half away from zero; 1-based
+        first = np.floor(np.linspace(1, dd.shape[1], n_pcs) + 0.5).astype(np.int64) - 1
+    else:
+        first = stream.randperm(dd.shape[1], n_pcs)
+    w_temp = _spherical_kmeans(dd, dd[:, first])
     # float64: Octave's single-precision eig (ssyev) signs cannot be reproduced reliably
     w_pca = eig_components(dd.astype(np.float64), n_pcs).astype(np.float32)
     w_pca[:, 0] = -w_pca[:, 0] * np.sign(w_pca[nt0min - 1, 0])

@@ -49,10 +49,13 @@ from scipy.signal import lfilter
 from .errors import ParameterError
 from .probes.core import Probe
 
-__all__ = ["SyntheticRecording", "make_synthetic_recording", "staggered_probe"]
+__all__ = ["SyntheticRecording", "make_synthetic_recording", "staggered_probe", "synthetic_probe"]
 
 # Neuropixels 1.0 site x positions (um), cycling every 4 channels, two channels per row.
 _NP1_X = (43.0, 11.0, 59.0, 27.0)
+_LAYOUTS = ("staggered", "single_column", "two_column")
+_TWO_COLUMN_X = (0.0, 32.0)  # side by side, one row per two channels
+_SHANK_SPACING_UM = 250.0    # x distance between shanks (Neuropixels 2.0 multi-shank)
 _DRIFT_KINDS = (None, "rigid", "nonrigid")
 _NOISE_BLOCK = 8192          # samples per internal noise block: fixed, so output ignores chunk_s
 _NOISE_WARMUP_S = 0.2        # filter warm-up discarded, so the file starts in steady state
@@ -65,6 +68,35 @@ _EDGE_S = 0.002              # no waveform within 2 ms of the file's ends
 
 
 # ---------------------------------------------------------------------------------------- probe
+def synthetic_probe(*, n_channels: int, pitch_um: float = 20.0, extra_channels: int = 0,
+                    layout: str = "staggered", n_shanks: int = 1) -> Probe:
+    """The probe of a synthetic recording: ``layout`` 'staggered' (:func:`staggered_probe`),
+    'single_column' (x = 0, one site every pitch_um) or 'two_column' (x = 0 and 32 um side by
+    side, rows pitch_um apart); ``n_shanks`` equal shanks 250 um apart (channels in shank order).
+    """
+    if layout not in _LAYOUTS:
+        raise ParameterError(f"layout must be one of {_LAYOUTS}, got {layout!r}.")
+    _check_int("n_shanks", n_shanks, 1)
+    if n_channels % n_shanks:
+        raise ParameterError(f"n_channels={n_channels} must split evenly into n_shanks={n_shanks}.")
+    probe = staggered_probe(n_channels=n_channels, pitch_um=pitch_um, extra_channels=extra_channels)
+    per = n_channels // n_shanks
+    idx = np.arange(n_channels) % per
+    shank = np.arange(n_channels) // per
+    if layout == "single_column":
+        xc, yc = np.zeros(n_channels), pitch_um * idx.astype(np.float64)
+    elif layout == "two_column":
+        xc, yc = np.asarray(_TWO_COLUMN_X)[idx % 2], pitch_um * (idx // 2).astype(np.float64)
+    else:
+        xc, yc = np.asarray(_NP1_X)[idx % 4], pitch_um * (idx // 2).astype(np.float64)
+    if layout == "staggered" and n_shanks == 1:
+        return probe
+    tag = "" if n_shanks == 1 else f"x{n_shanks}shanks"
+    return Probe(NchanTOT=probe.NchanTOT, chanMap=probe.chanMap, xc=xc + _SHANK_SPACING_UM * shank,
+                 yc=yc, kcoords=shank.astype(np.float64), connected=probe.connected,
+                 name=f"{layout}{n_channels}{tag}")
+
+
 def staggered_probe(*, n_channels: int, pitch_um: float = 20.0, extra_channels: int = 0,
                     name: str = "") -> Probe:
     """A Neuropixels-1.0-like probe: 2 sites per row, 4 staggered x columns.
@@ -322,7 +354,8 @@ def _y_limits(*, probe, drift, drift_um) -> tuple[float, float]:
 def _draw_units(rng, *, probe, n_units, amplitude_range, firing_rate_range, y_lim, fs) -> _Units:
     """Draw every unit's parameters (fixed draw order: part of the file format)."""
     n = n_units
-    x = rng.uniform(probe.xc.min() - 10.0, probe.xc.max() + 10.0, n)
+    first = probe.kcoords == probe.kcoords.min()  # x drawn over one shank, then moved to one
+    x = rng.uniform(probe.xc[first].min() - 10.0, probe.xc[first].max() + 10.0, n)
     # stratified depths: uniform marginally, but spread along the probe rather than clumped
     y = y_lim[0] + (y_lim[1] - y_lim[0]) * (rng.permutation(n) + rng.uniform(size=n)) / n
     z = rng.uniform(5.0, 25.0, n)
@@ -334,6 +367,9 @@ def _draw_units(rng, *, probe, n_units, amplitude_range, firing_rate_range, y_li
     shapes = _temporal_shapes(fs=fs, n_t=n_t, trough=trough, sigma_ms=rng.uniform(0.08, 0.14, n),
                               rebound_amp=rng.uniform(0.25, 0.45, n),
                               rebound_ms=rng.uniform(0.30, 0.45, n))
+    n_shanks = np.unique(probe.kcoords).size
+    if n_shanks > 1:  # drawn last, so single-shank files keep their draws
+        x = x + _SHANK_SPACING_UM * rng.integers(n_shanks, size=n)
     peak = _gains(x=x, y=y, z=z, lam=lam, scale=np.ones(n), xc=probe.xc, yc=probe.yc).max(axis=1)
     return _Units(x=x, y=y, z=z, lam=lam, scale=amp / peak, amp=amp, rate=rate, shapes=shapes)
 
@@ -548,12 +584,14 @@ def make_synthetic_recording(path, *, n_channels: int = 32, n_units: int = 10,
                              drift_period_s: float | None = None, extra_channels: int = 0,
                              pitch_um: float = 20.0, noise_corr_um: float = 40.0,
                              noise_corr_frac: float = 0.6, chunk_s: float = 1.0,
+                             layout: str = "staggered", n_shanks: int = 1,
                              ) -> SyntheticRecording:
     """Write a seeded ground-truth recording to ``path`` (.bin) and its ground truth beside it.
 
     Args (amplitudes in int16 units, lengths in um):
         path: the .bin file to write; ``<stem>_gt.npz`` and ``<stem>_probe.json`` go next to it.
-        n_channels, pitch_um, extra_channels: the probe, see :func:`staggered_probe`.
+        n_channels, pitch_um, extra_channels, layout, n_shanks: the probe, see
+            :func:`synthetic_probe` (units are spread over the shanks).
         n_units, duration_s, fs, seed: recording size and the only source of randomness.
         noise_std: per-channel noise std; noise_corr_um / noise_corr_frac: spatial correlation
             length and correlated fraction of the noise variance.
@@ -571,12 +609,15 @@ def make_synthetic_recording(path, *, n_channels: int = 32, n_units: int = 10,
                   drift_um=drift_um, drift_period_s=drift_period_s, extra_channels=extra_channels,
                   pitch_um=pitch_um, noise_corr_um=noise_corr_um, noise_corr_frac=noise_corr_frac,
                   chunk_s=chunk_s)
+    if layout != "staggered" or n_shanks != 1:  # recorded only when used: old files stay valid
+        params.update(layout=layout, n_shanks=n_shanks)
     _validate(params)
     path = Path(path)
     if path.is_dir():
         raise ParameterError(f"path must be the .bin file to write, got the directory {path}.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    probe = staggered_probe(n_channels=n_channels, pitch_um=pitch_um, extra_channels=extra_channels)
+    probe = synthetic_probe(n_channels=n_channels, pitch_um=pitch_um, extra_channels=extra_channels,
+                            layout=layout, n_shanks=n_shanks)
     n_samples = int(round(duration_s * fs))
     n_t, trough = _waveform_length(fs)
     edge = int(round(_EDGE_S * fs))
@@ -649,6 +690,8 @@ def load_or_make_synthetic_recording(path, **kwargs) -> SyntheticRecording:
     wanted = {p.name: p.default for p in signature if p.kind is inspect.Parameter.KEYWORD_ONLY}
     wanted.update(kwargs)
     wanted = {k: _jsonable(v) for k, v in wanted.items() if k != "chunk_s"}
+    if wanted["layout"] == "staggered" and wanted["n_shanks"] == 1:  # not recorded when default
+        del wanted["layout"], wanted["n_shanks"]
     try:
         rec = SyntheticRecording.load(path)
         intact = rec.bin_path.stat().st_size == rec.n_samples * rec.probe.NchanTOT * 2

@@ -119,7 +119,7 @@ def test_clear_context_and_stop_after(rec):
     assert _run(rec, stop_after="good_channels").steps_run == ["good_channels"]
     assert _run(rec, stop_after="whitening").steps_run == ["whitening"]
     assert _run(rec, clear_context=True).steps_run == ALL
-    with pytest.raises(ParameterError, match=r"'datashift': that step is not ported yet"):
+    with pytest.raises(ParameterError, match=r"'datashift': this run \(drift_correction=False"):
         _run(rec, stop_after="datashift")
     with pytest.raises(ParameterError, match=r"'split_amplitude': this run \(drift_correction=True"):
         _run(rec, stop_after="split_amplitude", drift_correction=True)

@@ -53,8 +53,9 @@ def test_reorder_figure_is_written(drifting, tmp_path):
     assert "xs" in ctx.intermediate
 
 
-def test_kilosort25_mode_does_not_reorder(drifting, tmp_path):
+def test_kilosort25_mode_orders_batches_by_drift_instead(drifting, tmp_path):
     ctx = run(drifting.bin_path, probe=drifting.probe, dir_path=tmp_path, device="cpu",
-              drift_correction=True)
-    np.testing.assert_array_equal(ctx.intermediate.iorig, np.arange(int(ctx.intermediate.Nbatch)))
-    assert "reorder" in ctx.steps_run and "xs" not in ctx.intermediate
+              drift_correction=True, stop_after="datashift")
+    it = ctx.intermediate
+    assert "reorder" not in ctx.steps_run and "xs" not in it and "ccb" not in it
+    np.testing.assert_array_equal(it.iorig, np.argsort(it.dshift.mean(axis=1), kind="stable"))

@@ -6,6 +6,7 @@ from .lfilter import lfilter, lfilter_forward_backward
 from .mpnu8 import MatchResult, match_templates
 from .preprocessing import common_reference, count_crossings, round_int16
 from .registry import registered
+from .spikedetector import GenericSpikes, detect_generic_spikes
 from .svdsmall import TemplateSVD, template_svd
 from .thspkpc import ThresholdSpikes, threshold_spike_pcs
 from .wtw import template_cross_correlations
@@ -13,4 +14,5 @@ from .wtw import template_cross_correlations
 __all__ = ["lfilter", "lfilter_forward_backward", "common_reference", "count_crossings",
            "round_int16", "threshold_spike_pcs", "ThresholdSpikes", "template_cross_correlations",
            "cluster_projections", "match_mask", "template_distances", "detect_new_spikes",
-           "template_svd", "TemplateSVD", "match_templates", "MatchResult", "registered"]
+           "template_svd", "TemplateSVD", "match_templates", "MatchResult", "registered",
+           "detect_generic_spikes", "GenericSpikes"]
