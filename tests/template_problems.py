@@ -34,3 +34,13 @@ def random_templates(rng, *, nchan, nfilt, nt0, nnear, nrank=3, iW=None):
     wPCA = np.linalg.qr(rng.standard_normal((nt0, nrank)))[0].astype(np.float32)
     mu = rng.uniform(8, 20, nfilt).astype(np.float32)
     return dict(U=U, W=W, mu=mu, iC=iC, iW=iW, UtU=UtU, iList=iList, wPCA=wPCA, overlap=overlap)
+
+
+def generic_temporal_templates(rng, nt0, nrank):
+    """Unit-norm smooth temporal prototypes (nt0, nrank) float32, like wTEMP: a trough and a
+    slower rebound, at random positions and widths."""
+    t = np.arange(nt0)[:, None]
+    centre = rng.uniform(0.25, 0.5, nrank) * nt0
+    width = rng.uniform(0.05, 0.15, nrank) * nt0 + 1
+    w = -np.exp(-((t - centre) / width) ** 2) + 0.3 * np.exp(-((t - centre - 2 * width) / (2 * width)) ** 2)
+    return (w / np.linalg.norm(w, axis=0)).astype(np.float32)

@@ -2,6 +2,8 @@
 import numpy as np
 import pytest
 
+from template_problems import generic_temporal_templates
+
 from pykilosort.errors import KilosortError
 from pykilosort.kernels.getspikes import (DEFAULT_MAX_SPIKES, SpikeCapacityError, _best_channel_twin,
                                           _CHANNEL_RANGE, _keep_highest_twin, _local_peaks_twin,
@@ -140,13 +142,7 @@ def naive_mex_get_spikes2(data, w, iC, th, n_sum):
 
 
 # ------------------------------------------------------------------------------ synthetic data
-def _templates(rng, nt0, nrank):
-    """Unit-norm smooth temporal templates (columns), like wTEMP."""
-    t = np.arange(nt0)[:, None]
-    centre = rng.uniform(0.25, 0.5, nrank) * nt0
-    width = rng.uniform(0.05, 0.15, nrank) * nt0 + 1
-    w = -np.exp(-((t - centre) / width) ** 2) + 0.3 * np.exp(-((t - centre - 2 * width) / (2 * width)) ** 2)
-    return (w / np.linalg.norm(w, axis=0)).astype(np.float32)
+_templates = generic_temporal_templates
 
 
 def _batch(rng, *, NT, nchan, w, n_spikes, amp=12.0, times=(), chans=()):

@@ -2,6 +2,8 @@
 import numpy as np
 import pytest
 
+from template_problems import generic_temporal_templates
+
 import naive_spikedetector as naive
 from pykilosort.kernels.registry import cuda_source_path, nvcc_compile, registered
 from pykilosort.kernels.spikedetector import (NSIZES, ORIGINAL_MAX_SPIKES, DetectorCoverage,
@@ -13,13 +15,7 @@ SIG = 10.0
 
 
 # ------------------------------------------------------------------------------ synthetic data
-def _templates(rng, nt0, nrank):
-    """Unit-norm smooth temporal prototypes (columns), like wTEMP."""
-    t = np.arange(nt0)[:, None]
-    centre = rng.uniform(0.25, 0.5, nrank) * nt0
-    width = rng.uniform(0.05, 0.15, nrank) * nt0 + 1
-    w = -np.exp(-((t - centre) / width) ** 2) + 0.3 * np.exp(-((t - centre - 2 * width) / (2 * width)) ** 2)
-    return (w / np.linalg.norm(w, axis=0)).astype(np.float32)
+_templates = generic_temporal_templates
 
 
 def _closest(points, sites, n):
