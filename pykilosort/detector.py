@@ -143,8 +143,8 @@ def standalone_detector(*, read, setup: DetectorSetup, wtemp: np.ndarray, yc: np
 
     read(start, n) gives proc samples (the NT + ntbuff samples from each batch's start, as
     get_batch reads them). Returns arrays over spikes: time (samples from the proc file's
-    start, trough at + nt0min), depth (um), amplitude (integer), batch (0-based), centre,
-    group; and capped (batches that hit ``max_spikes``, with their counts)."""
+    start, trough at + nt0min), depth (um), amplitude (integer), kk (the best footprint and
+    prototype, r + 6 k), batch (0-based), centre, group; and capped (batches that hit ``max_spikes``, with their counts)."""
     from .kernels import detect_generic_spikes
 
     dev = {k: put(v) for k, v in dict(iC=setup.iC, dist=setup.dist, v2=setup.v2, iC2=setup.iC2,
@@ -160,12 +160,13 @@ def standalone_detector(*, read, setup: DetectorSetup, wtemp: np.ndarray, yc: np
             capped[k] = int(res.n_found)
         depth = depth_of_spikes(features=res.features, centres=centres, iC=setup.iC, yc=yc)
         parts.append((times + nt0min + NT * k, depth, np.asarray(res.amplitudes),
-                      np.full(times.size, k), centres))
-    cols = [np.concatenate(c) for c in zip(*parts)] if parts else [np.zeros(0)] * 5
+                      np.asarray(res.kk), np.full(times.size, k), centres))
+    cols = [np.concatenate(c) for c in zip(*parts)] if parts else [np.zeros(0)] * 6
     _report_cap(capped, max_spikes)
+    centre = cols[5].astype(np.int64)
     return {"time": cols[0].astype(np.int64), "depth": cols[1].astype(np.float32),
-            "amplitude": cols[2].astype(np.float64), "batch": cols[3].astype(np.int64),
-            "centre": cols[4].astype(np.int64), "group": setup.group[cols[4].astype(np.int64)],
+            "amplitude": cols[2].astype(np.float64), "kk": cols[3].astype(np.int64),
+            "batch": cols[4].astype(np.int64), "centre": centre, "group": setup.group[centre],
             "capped": capped}
 
 

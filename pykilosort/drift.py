@@ -32,7 +32,7 @@ from .utils import atomic_path
 logger = logging.getLogger(__name__)
 
 __all__ = ["datashift_step", "channel_groups", "estimate_drift", "shift_proc_file",
-           "corrected_depths", "write_drift_outputs"]
+           "corrected_depths", "write_drift_outputs", "st0_matrix", "ST0_COLUMNS"]
 
 _DEPTH_BIN = 5.0         # datashift2: dd, um per histogram bin
 _NRANK_PC = 6            # generic temporal templates
@@ -77,38 +77,54 @@ def datashift_step(ctx) -> dict:
     path = ctx.output_path("proc_shifted", ".dat")
     shift_proc_file(ctx, dst=path, dshift=est["dshift"], yblk=est["yblk"],
                     block_group=est["dshift_group"], groups=groups)
-    st0 = np.column_stack([spikes["time"], spikes["depth"], spikes["amplitude"],
-                           spikes["batch"], spikes["centre"], spikes["group"]]).astype(np.float64)
-    return {"proc": path, "iorig": iorig, "dshift": est["dshift"], "yblk": est["yblk"],
-            "dshift_group": est["dshift_group"], "st0": st0, "wTEMP_detector": wtemp}
+    out = {"proc": path, "iorig": iorig, "dshift": est["dshift"], "yblk": est["yblk"],
+           "dshift_group": est["dshift_group"], "st0": st0_matrix(spikes),
+           "wTEMP_detector": wtemp}
+    if len(groups) == 1 and est["F"][0] is not None:  # rez.F, F0, F0m of the original
+        out.update(F=est["F"][0], F0=est["F0"][0], F0m=est["F0m"][0])
+    return out
+
+
+ST0_COLUMNS = ("time", "depth", "amplitude", "kk", "batch", "centre", "group")
+
+
+def st0_matrix(spikes: dict) -> np.ndarray:
+    """rez.st0 of the original, (n, 7) float64: time (0-based sample of the proc file), depth
+    (um), amplitude, kkmax, batch (0-based), centre (0-based), plus the channel group."""
+    return np.column_stack([spikes[c] for c in ST0_COLUMNS]).astype(np.float64)
 
 
 def estimate_drift(spikes: dict, *, yc, groups, n_batches: int, nblocks: int,
                    spk_th: float) -> dict:
     """Per group: histograms, then align_block2. dshift (Nbatch, n_blocks) um (imin * 5),
-    yblk (n_blocks,) um, dshift_group (n_blocks,)."""
+    yblk (n_blocks,) um, dshift_group (n_blocks,); and per group the histograms F and
+    align_block2's targets F0, F0m (None where there was nothing to register)."""
     yc = np.asarray(yc, np.float64)
-    cols, yblks, owner = [], [], []
+    cols, yblks, owner, hist = [], [], [], {"F": [], "F0": [], "F0m": []}
     for g, chans in enumerate(groups):
         sel = spikes["group"] == g
-        dshift, yblk = _group_drift(depths=spikes["depth"][sel], amps=spikes["amplitude"][sel],
-                                    batches=spikes["batch"][sel], ymin=yc[chans].min(),
-                                    n_batches=n_batches, nblocks=nblocks, spk_th=spk_th, group=g)
-        cols.append(dshift), yblks.append(yblk), owner.append(np.full(yblk.size, g))
+        r = _group_drift(depths=spikes["depth"][sel], amps=spikes["amplitude"][sel],
+                         batches=spikes["batch"][sel], ymin=yc[chans].min(),
+                         n_batches=n_batches, nblocks=nblocks, spk_th=spk_th, group=g)
+        cols.append(r["dshift"]), yblks.append(r["yblk"])
+        owner.append(np.full(r["yblk"].size, g))
+        for k in hist:
+            hist[k].append(r[k])
     return {"dshift": np.concatenate(cols, axis=1), "yblk": np.concatenate(yblks),
-            "dshift_group": np.concatenate(owner)}
+            "dshift_group": np.concatenate(owner), **hist}
 
 
 def _group_drift(*, depths, amps, batches, ymin, n_batches, nblocks, spk_th, group):
     if n_batches < 2 or depths.size == 0:
         why = "one batch" if n_batches < 2 else "no spikes detected"
         logger.warning("drift: %s in channel group %d; its drift is taken as 0", why, group)
-        return np.zeros((n_batches, 1)), np.array([ymin])
+        return {"dshift": np.zeros((n_batches, 1)), "yblk": np.array([ymin]), "F": None,
+                "F0": None, "F0m": None}
     F, ysamp = drift_histograms(depths=depths, amplitudes=amps, batches=batches,
                                 n_batches=n_batches, ymin=ymin, spk_th=spk_th)
     nb = _blocks_that_fit(F.shape[0], nblocks, group)
-    imin, yblk, _, _ = align_block2(F=F, ysamp=ysamp, nblocks=nb)
-    return imin * _DEPTH_BIN, yblk
+    imin, yblk, F0, F0m = align_block2(F=F, ysamp=ysamp, nblocks=nb)
+    return {"dshift": imin * _DEPTH_BIN, "yblk": yblk, "F": F, "F0": F0, "F0m": F0m}
 
 
 def _blocks_that_fit(n_bins: int, nblocks: int, group: int) -> int:

@@ -200,7 +200,7 @@ def _params_file_text(ctx) -> str:
 _ONE_BASED = ("iNeigh", "iNeighPC", "iorig")  # index arrays MATLAB holds 1-based
 _REZ_FIELDS = ("W", "U", "mu", "dWU", "Wrot", "ccb", "ccbsort", "simScore", "good",
                "est_contam_rate", "Ths", "isplit", "W_a", "W_b", "U_a", "U_b", "muA", "nsp",
-               "Wraw") + _ONE_BASED
+               "Wraw", "dshift", "yblk", "F", "F0", "F0m") + _ONE_BASED
 
 
 def st3_matrix(st3: np.ndarray) -> np.ndarray:
@@ -223,6 +223,8 @@ def rez_struct(ctx) -> dict:
     for k in _ONE_BASED:
         if k in rez:
             rez[k] = rez[k] + 1.0
+    if "st0" in it:  # datashift2's detections: MATLAB's 1-based batch, no group column
+        rez["st0"] = np.asarray(it.st0)[:, :6] + np.array([0, 0, 0, 0, 1.0, 0])
     final = st3_matrix(st3)
     order = np.lexsort(final.T[::-1])  # sortrows(rez.st3)
     rez.update(st3=final[order], st2=st3_matrix(learn_st3[rows])[order],

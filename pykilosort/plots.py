@@ -62,9 +62,9 @@ def plot_drift(ctx, *, path) -> Path | None:
     if st0.shape[0] > _MAX_POINTS:
         st0 = st0[np.sort(np.random.default_rng(0).choice(st0.shape[0], _MAX_POINTS, False))]
     t = (d.tstart + st0[:, 0]) / p.fs
-    batches = st0[:, 3].astype(int)
+    batches = st0[:, 4].astype(int)
     after = corrected_depths(depths=st0[:, 1], batches=batches, dshift=dshift, yblk=yblk,
-                             block_group=group, groups_of_spikes=st0[:, 5].astype(int))
+                             block_group=group, groups_of_spikes=st0[:, 6].astype(int))
     tb = (d.tstart + p.NT * (np.arange(dshift.shape[0]) + 0.5)) / p.fs
     fig, ax = plt.subplots(1, 2, figsize=(13, 6), sharey=True)
     order = np.argsort(st0[:, 2])  # large spikes drawn last, on top

@@ -251,3 +251,19 @@ def test_nblocks_zero_sorts_without_correction(tmp_path):
     it = ctx.intermediate
     assert "dshift" not in it and it.proc.name == "proc.dat"
     np.testing.assert_array_equal(it.iorig, np.arange(int(it.Nbatch)))
+
+
+def test_rez_mat_holds_the_drift_fields_in_matlab_convention(drifting):
+    import scipy.io
+
+    _, ctx = drifting
+    rez = scipy.io.loadmat(ctx.output_dir / "rez.mat", squeeze_me=True)["rez"]
+    it = ctx.intermediate
+    np.testing.assert_array_equal(rez["dshift"].item(), it.dshift)
+    np.testing.assert_array_equal(rez["iorig"].item(), np.asarray(it.iorig) + 1)
+    st0 = rez["st0"].item()
+    assert st0.shape == (np.asarray(it.st0).shape[0], 6)
+    np.testing.assert_array_equal(st0[:, 4], np.asarray(it.st0)[:, 4] + 1)  # 1-based batch
+    F = rez["F"].item()
+    assert F.shape[1:] == (20, 14)
+    np.testing.assert_allclose((2.0 ** F - 1).sum(), st0.shape[0])  # log2(1 + counts) of all
