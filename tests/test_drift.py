@@ -267,3 +267,15 @@ def test_rez_mat_holds_the_drift_fields_in_matlab_convention(drifting):
     F = rez["F"].item()
     assert F.shape[1:] == (20, 14)
     np.testing.assert_allclose((2.0 ** F - 1).sum(), st0.shape[0])  # log2(1 + counts) of all
+
+
+def test_demo_with_drift_reports_the_estimate(tmp_path, capsys):
+    from pykilosort.cli import main as cli_main
+
+    code = cli_main(["demo", "--output", str(tmp_path), "--channels", "64", "--units", "16",
+                     "--duration", "30", "--device", "cpu", "--drift", "rigid", "--nt", "65472"])
+    out = capsys.readouterr().out
+    assert code == 0 and "rigid drift" in out
+    r = float(out.split("r = ")[1].split(",")[0])
+    assert r >= 0.95, out
+    assert (tmp_path / "rigid" / "output" / "drift.png").is_file()

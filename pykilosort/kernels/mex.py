@@ -1,4 +1,5 @@
-"""The seven Kilosort2 mex functions with MATLAB's calling convention, over our kernels.
+"""The seven Kilosort2 mex functions (and Kilosort 2.5's spikedetector3) with MATLAB's calling
+convention, over our kernels.
 
 ``call_mex(name, args)`` takes the arguments exactly as the original's MATLAB code passes them
 (the float64 ``Params`` vector first, 0-based index arrays such as ``iC-1``, MATLAB shapes) and
@@ -21,11 +22,12 @@ from .clustering import cluster_projections
 from .distances import template_distances
 from .getspikes import detect_new_spikes
 from .mpnu8 import match_templates
+from .spikedetector import ORIGINAL_MAX_SPIKES, detect_generic_spikes
 from .svdsmall import template_svd
 from .thspkpc import threshold_spike_pcs
 from .wtw import template_cross_correlations
 
-__all__ = ["call_mex", "MEX_FUNCTIONS", "params_entry", "array_digest"]
+__all__ = ["call_mex", "MEX_FUNCTIONS", "KS25_MEX_FUNCTIONS", "params_entry", "array_digest"]
 
 
 def params_entry(params, index: int, name: str) -> float:
@@ -164,11 +166,46 @@ def mex_wtw2(Params, W1, W2, UtU):
     return [template_cross_correlations(W1=_f32(W1), W2=_f32(W2), UtU=_f32(UtU))]
 
 
+# spikedetector3 returns at most this many spikes per call (the original's maxFR)
+SPIKEDETECTOR3_MAX_SPIKES = ORIGINAL_MAX_SPIKES
+
+
+def mex_spikedetector3(Params, dataRAW, wTEMP, iC, dist, v2, iC2, dist2):
+    """``[dout, kkmax, st, cF] = spikedetector3(Params, dataRAW, wTEMP, iC-1, dist, v2, iC2-1,
+    dist2)`` (Kilosort 2.5, standalone_detector.m); Params = [NT Nchan nt0 NchanNear NrankPC
+    nt0min spkTh NchanUp NchanNearUp sig].
+
+    dout (NT, NchanUp) single, kkmax (NT, NchanUp) int32, st (4, n) int32 with rows [time;
+    centre; amplitude; kkmax] (0-based), cF (NchanNear, n) single. Like the original, at most
+    maxFR = 10000 spikes are returned; the original keeps whichever its atomicAdd served first
+    (an arbitrary subset, in an arbitrary order), this keeps the first in (time, centre) order and
+    returns them in that order.
+    """
+    data = _f32(dataRAW)
+    _expect(Params, 1, "NT", data.shape[0])
+    _expect(Params, 2, "Nchan", data.shape[1])
+    _expect(Params, 3, "nt0", np.shape(wTEMP)[0])
+    _expect(Params, 4, "NchanNear", np.shape(iC)[0])
+    _expect(Params, 5, "NrankPC", np.shape(wTEMP)[1])
+    _expect(Params, 8, "NchanUp", np.shape(iC)[1])
+    _expect(Params, 9, "NchanNearUp", np.shape(iC2)[0])
+    res = detect_generic_spikes(
+        data, templates=wTEMP, iC=_idx(iC), dist=dist, v2=v2, iC2=_idx(iC2), dist2=dist2,
+        nt0min=int(params_entry(Params, 6, "nt0min")), spk_th=params_entry(Params, 7, "spkTh"),
+        sig=params_entry(Params, 10, "sig"), max_spikes=SPIKEDETECTOR3_MAX_SPIKES)
+    xp = array_module(res.dout)
+    st = xp.stack([res.times, res.centres, res.amplitudes, res.kk]).astype(np.int32)
+    return [res.dout, res.kkmax, st, res.features]
+
+
 MEX_FUNCTIONS: dict[str, Callable] = {
     "mexThSpkPC": mex_thspkpc, "mexClustering2": mex_clustering2,
     "mexDistances2": mex_distances2, "mexGetSpikes2": mex_getspikes2,
     "mexSVDsmall2": mex_svdsmall2, "mexMPnu8": mex_mpnu8, "mexWtW2": mex_wtw2,
 }
+# Kilosort 2.5's mex files that call_mex also answers (apart: the Kilosort2 pipeline and its
+# captured calls cover exactly MEX_FUNCTIONS)
+KS25_MEX_FUNCTIONS: dict[str, Callable] = {"spikedetector3": mex_spikedetector3}
 
 
 def call_mex(name: str, args: Sequence, *, device: str = "cpu") -> list:
@@ -177,10 +214,11 @@ def call_mex(name: str, args: Sequence, *, device: str = "cpu") -> list:
     device: 'cpu' runs the numba twins; 'cuda' copies the arrays (all but Params) to the GPU and
     runs the CUDA kernels, returning CuPy arrays.
     """
+    known = {**MEX_FUNCTIONS, **KS25_MEX_FUNCTIONS}
     try:
-        func = MEX_FUNCTIONS[name]
+        func = known[name]
     except KeyError:
-        raise ValueError(f"unknown mex {name!r}; known: {', '.join(MEX_FUNCTIONS)}") from None
+        raise ValueError(f"unknown mex {name!r}; known: {', '.join(known)}") from None
     if device == "cuda":
         import cupy
 
