@@ -6,6 +6,11 @@ rank-3 templates of 61 samples, Params laid out as trackAndSort.m builds them (v
 NrankPC Th_average useStableMode]. The "holes" batch has NT = 64*1024 - 64, for which the
 original's 1024-thread geometry leaves ~900 start times unexamined (MouseLand/Kilosort#594), and
 has extra spikes planted there.
+
+Kilosort 2.5's spikedetector3 (standalone_detector.m) on a batch of v2.5's size (NT = 65472 +
+ntbuff = 65536) of a 64-channel Neuropixels-like probe, the detector geometry of
+pykilosort.detector.setup_detector, and on short batches (a partial tile; fewer than 1024
+samples, where the original launches no score or spike block).
 """
 from __future__ import annotations
 
@@ -19,7 +24,8 @@ from pykilosort.kernels.mpnu8 import scan_ranges
 from pykilosort.neighbours import get_closest_channels
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
-from template_problems import random_templates  # noqa: E402  (shared with the kernel tests)
+# shared with the kernel tests
+from template_problems import generic_temporal_templates, random_templates  # noqa: E402
 
 NT_V20 = 64 * 1024 + 64    # ops.NT of v2.0's configFile384.m (64*1024 + ntbuff)
 NT_HOLES = 64 * 1024 - 64  # the batch size of MouseLand/Kilosort#594
@@ -167,3 +173,52 @@ def distances2_call(seed=10, nfilt=64, nbatch=40) -> SyntheticCall:
     params = np.array([[nfilt * nbatch, 3, nfilt, 0, 3, 0, nnear, nchan]], np.float64)
     return SyntheticCall("mexDistances2", [params, np.asfortranarray(Ws), W,
                                            iMatch.astype(np.uint8), iC, Whs, mus, mu.reshape(-1, 1)])
+
+
+# ------------------------------------------------------------------ Kilosort 2.5: spikedetector3
+# v2.5.2: configFile384.m's ops.NT = 64*1024 - ntbuff (65472); get_batch reads NT + ntbuff
+NT_KS25 = 64 * 1024 - 64 + 64
+NT_KS25_SHORT = 4 * 1024 + 64 + 300  # a partial last tile and a tail past the filtered range
+NT_KS25_NO_BLOCKS = 1000  # < 1024: sumChannels / maxChannels get a 0-block grid (not launched)
+
+
+def _unit_spikes(rng, xc, yc, NT, nt0, n_spikes, amp):
+    """(data (NT, Nchan) float64 of rank-one spikes, their count): each spike a temporal shape
+    (not one of the detector's prototypes: real spikes never match them exactly) at a random time
+    times exp(-d / lambda) of the 3-D distance from a random point near the probe, peak channel
+    amplitude uniform in ``amp``."""
+    shapes = generic_temporal_templates(rng, nt0, 8).astype(np.float64)
+    shapes /= -shapes.min(0)  # trough -1
+    data = np.zeros((NT, xc.size))
+    for _ in range(n_spikes):
+        x, y = rng.uniform(xc.min() - 10, xc.max() + 10), rng.uniform(yc.min(), yc.max())
+        d = np.sqrt((xc - x) ** 2 + (yc - y) ** 2 + rng.uniform(5, 25) ** 2)
+        gain = np.exp(-d / rng.uniform(14, 20))
+        gain *= rng.uniform(*amp) / gain.max()
+        t = int(rng.integers(0, NT - nt0))
+        data[t:t + nt0] += np.outer(shapes[:, rng.integers(shapes.shape[1])], gain)
+    return data
+
+
+def spikedetector3_call(*, seed=12, NT=NT_KS25, nchan=64, n_spikes=500, nt0=61, nrank=6,
+                        nt0min=20, spk_th=8.0, sig=10.0, amp=(6.0, 30.0)) -> SyntheticCall:
+    """standalone_detector.m (v2.5.2) on one whitened-like batch: unit-variance noise plus
+    ``n_spikes`` spikes on a Neuropixels-like probe (pykilosort.synthetic.synthetic_probe), the
+    detector geometry of setup_detector (iC, dist, iC2, dist2, v2 as the MATLAB code builds
+    them), wTEMP-like prototypes (nt0 x 6). datashift2.m's spkTh = 8, nt0min 20, sig 10."""
+    from pykilosort.detector import setup_detector
+    from pykilosort.synthetic import synthetic_probe
+
+    rng = np.random.default_rng(seed)
+    probe = synthetic_probe(n_channels=nchan)
+    det = setup_detector(xc=probe.xc, yc=probe.yc, sig=sig)
+    wTEMP = generic_temporal_templates(rng, nt0, nrank)
+    data = rng.standard_normal((NT, nchan)) + _unit_spikes(rng, np.asarray(probe.xc),
+                                                           np.asarray(probe.yc), NT, nt0,
+                                                           n_spikes, amp)
+    n_near, n_up = det.iC.shape
+    params = np.array([[NT, nchan, nt0, n_near, nrank, nt0min, spk_th, n_up, det.iC2.shape[0],
+                        sig]], np.float64)
+    args = [params, np.asfortranarray(data, np.float32), wTEMP, det.iC, det.dist, det.v2,
+            det.iC2, det.dist2]
+    return SyntheticCall("spikedetector3", args, {"planted": n_spikes, "NchanUp": n_up})
