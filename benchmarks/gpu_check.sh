@@ -15,7 +15,7 @@ mkdir -p "$out"
 # `cuda` package CuPy imports (so pytest runs from tests/, and `python -m` adds that folder).
 site=$(mktemp -d) && ln -s "$PWD/pykilosort" "$site/pykilosort"
 export PYTHONPATH=$site PYKILOSORT_PROGRESS=0 PYTHONUNBUFFERED=1 PYKILOSORT_CUDA_CPU=0
-python3 -c "import cupy; assert cupy.cuda.runtime.getDeviceCount() > 0" || { echo "no GPU"; exit 2; }
+(cd "$site" && python3 -c "import cupy; assert cupy.cuda.runtime.getDeviceCount() > 0") || { echo "no GPU"; exit 2; }
 (cd tests && timeout ${GPU_TESTS_S:-210} python3 -m pytest -q -p no:cacheprovider -m gpu \
     test_kernel_*.py test_kernels_*.py test_matlab_pipeline.py test_cuda_path.py) 2>&1 \
     | tee "$out/gpu_tests.log"
