@@ -17,6 +17,11 @@ octave --no-gui --quiet --eval "addpath('$here'); ks25_align_reference('$ks25', 
 # interp1's 'makima' from shims_makima/ (this driver only)
 "${MEX_BRIDGE_PYTHON:-python3}" "$here/shift_input.py" "$work/shift" "$here/data/ks25_shift_input.mat"
 octave --no-gui --quiet --eval "addpath('$here'); ks25_shift_reference('$ks25', '$here/data/ks25_shift_input.mat', '$here/data')"
+# the whole datashift2 (v2.5.2) over proc files our pipeline wrote from two drifting recordings
+# (datashift_input.py), our detect_generic_spikes answering spikedetector3 (~5 min)
+"${MEX_BRIDGE_PYTHON:-python3}" "$here/datashift_input.py" "$work/datashift" "$here/data/ks25_datashift_input.mat"
+MEX_BRIDGE_PYTHON=${MEX_BRIDGE_PYTHON:-python3} OPENBLAS_NUM_THREADS=1 octave --no-gui --quiet --eval \
+  "addpath('$here'); ks25_datashift_reference('$ks25', '$here/data/ks25_datashift_input.mat', '$here/data')"
 # the whole v2.0 pipeline with pykilosort's kernels standing in for the mex files (~4 min):
 # captured mex calls in data/mex, final rez fields in data/ks2_pipeline_rec32.mat
 # (one BLAS thread: OpenBLAS's threaded sums are not reproducible from run to run)

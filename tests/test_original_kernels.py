@@ -1,8 +1,8 @@
 """The ORIGINAL Kilosort2 v2.0 mex kernels, compiled for the CPU from a user's checkout, against
 our ``call_mex`` (the numba twins behind the mex calling convention).
 
-Set KILOSORT2_CHECKOUT to a Kilosort v2.0 checkout (the folder holding CUDA/mexMPnu8.cu);
-without it these tests are skipped. No Kilosort source is stored in this repository: the .cu
+Set KILOSORT2_CHECKOUT to a Kilosort v2.0 checkout (the folder holding CUDA/mexMPnu8.cu), and
+KILOSORT25_CHECKOUT to a Kilosort 2.5 one for spikedetector3; without them these tests are skipped. No Kilosort source is stored in this repository: the .cu
 files are read from the checkout, translated (matlab_reference/original_kernels/translate.py)
 and run on the CUDA-on-CPU executor; each mexFunction's host sequence is replayed in Python.
 
@@ -112,6 +112,39 @@ def test_fast_mode_differs_only_by_the_dwu_summation_order():
     if not d["exact"]:
         assert row["dWU0_time_ordered"]["exact"]
     assert not compare.verdict(row).startswith("FINDING")
+
+
+# ------------------------------------------------------------------ Kilosort 2.5: spikedetector3
+CHECKOUT_KS25 = os.environ.get("KILOSORT25_CHECKOUT", "")
+
+
+def _skip_reason_ks25():
+    if not CHECKOUT_KS25:
+        return ("KILOSORT25_CHECKOUT is not set: point it at a Kilosort 2.5 checkout (the folder "
+                "holding CUDA/spikedetector3.cu) to compare the original detector with call_mex")
+    if not (Path(CHECKOUT_KS25) / "CUDA" / "spikedetector3.cu").is_file():
+        return f"KILOSORT25_CHECKOUT={CHECKOUT_KS25} has no CUDA/spikedetector3.cu"
+    if shutil.which("g++") is None:
+        return "no g++: the CUDA-on-CPU executor compiles the kernels with g++"
+    try:
+        executor()
+    except ExecutorUnavailable as e:
+        return str(e)
+    return None
+
+
+@pytest.mark.skipif(_skip_reason_ks25() is not None, reason=_skip_reason_ks25() or "")
+@pytest.mark.parametrize("nt", [synthetic.NT_KS25_SHORT, synthetic.NT_KS25_NO_BLOCKS])
+def test_spikedetector3_short_batches_identical(nt):
+    """Short batches (a partial tile and a tail; < 1024 samples: no score block launched) of a
+    64-channel probe: every output identical in the unfused build, spikes as sets."""
+    call = synthetic.spikedetector3_call(NT=nt, n_spikes=40)
+    row = compare.compare_case(compare.Case("short", call.name, call.args, "synthetic"),
+                               CHECKOUT_KS25)
+    assert compare.verdict(row) == "identical", row
+    sp = row["spikes"]
+    assert sp["orig"] == sp["ours"] == sp["common"]
+    assert sp["orig"] > 10 if nt > 1024 else sp["orig"] == 0
 
 
 # ------------------------------------------------------------------ host-side quicksort

@@ -1,22 +1,27 @@
-"""The original Kilosort2 v2.0 mex kernels (compiled for the CPU) against our call_mex.
+"""The original Kilosort2 v2.0 mex kernels (and Kilosort 2.5's spikedetector3), compiled for the
+CPU, against our call_mex.
 
     python matlab_reference/original_kernels/compare.py --checkout <Kilosort v2.0 checkout> [--fma]
+        [--checkout-ks25 <Kilosort 2.5 checkout>] [--only spikedetector3 --merge]
 
 For each mex: (a) the captured MATLAB calls in matlab_reference/data/mex/*.mat, (b) full-size
 synthetic calls (synthetic.py): mexMPnu8 on 65600 x 32 channels x 128 templates in stable and
 fast mode and on a 65472-sample batch with spikes in its "holes", and one realistic call of each
-other mex. The original runs through its own host sequence (hosts.py, host_mpnu8.py) on the
+other mex; Kilosort 2.5's spikedetector3 (from --checkout-ks25; its rows are skipped without it)
+on a full-size batch and two short ones. The original runs through its own host sequence (hosts.py, host_mpnu8.py) on the
 CUDA-on-CPU executor; ours is ``pykilosort.kernels.mex.call_mex(name, args)`` (device='cpu').
 
 Outputs the mex returns in the order of its atomics (spikes) are compared as sets: each side is
 put in a canonical order first (mexMPnu8: by spike time, then by the round that found the spike;
-mexThSpkPC: by channel, then features; mexGetSpikes2: by snippet values). Per output: exact
+mexThSpkPC: by channel, then features; mexGetSpikes2: by snippet values; spikedetector3: by
+(time, centre), unique per spike). Per output: exact
 equality, max |orig - ours|, and that over max |ours| ("rel"). mexClustering2's dV is compared
 where the mex writes it (iMatch pairs); the rest of its buffer is never initialised.
 
 --fma builds the kernels with plain a*b+c fused into FMAs, as nvcc does by default (see
 README: a GPU run of the original should resemble that build). Writes results.json (or --out)
-and prints the markdown table for matlab_reference/README.md.
+and prints the markdown table for matlab_reference/README.md; --merge (with --only) replaces
+only the rerun mex's rows of an existing --out file.
 """
 from __future__ import annotations
 
@@ -38,8 +43,8 @@ if str(HERE.parent) not in sys.path:  # run as a script: make the package import
     sys.path.insert(0, str(HERE.parent))
 
 from captured_calls import load_call  # noqa: E402
-from original_kernels import hosts, host_mpnu8, synthetic  # noqa: E402
-from original_kernels.translate import compile_mex  # noqa: E402
+from original_kernels import hosts, host_mpnu8, hosts_ks25, synthetic  # noqa: E402
+from original_kernels.translate import KS25_FILES, compile_mex  # noqa: E402
 
 MEX_DATA = ROOT / "matlab_reference" / "data" / "mex"
 
@@ -51,11 +56,13 @@ OUTPUT_NAMES = {
     "mexSVDsmall2": ("W", "U", "mu"),
     "mexMPnu8": ("st0", "id0", "x0", "featW", "dWU0", "drez", "nsp0", "featPC", "vexp", "errmsg"),
     "mexWtW2": ("WtW",),
+    "spikedetector3": ("dout", "kkmax", "st", "cF"),
 }
 RUNNERS = {"mexThSpkPC": hosts.run_mexThSpkPC, "mexGetSpikes2": hosts.run_mexGetSpikes2,
            "mexSVDsmall2": hosts.run_mexSVDsmall2, "mexWtW2": hosts.run_mexWtW2,
            "mexClustering2": hosts.run_mexClustering2, "mexDistances2": hosts.run_mexDistances2,
-           "mexMPnu8": host_mpnu8.run_mexMPnu8}
+           "mexMPnu8": host_mpnu8.run_mexMPnu8, "spikedetector3": hosts_ks25.run_spikedetector3}
+KS25_MEX = KS25_FILES  # compiled from the Kilosort 2.5 checkout (--checkout-ks25)
 
 
 @dataclass
@@ -88,6 +95,7 @@ def synthetic_cases(quick: bool = False) -> list[Case]:
                  synthetic.wtw2_call, synthetic.clustering2_call, synthetic.distances2_call):
         c = make()
         out.append(Case(f"{c.name} full-size", c.name, c.args, "synthetic", c.notes))
+    out += spikedetector3_cases()
     mp = [] if quick else [
         ("stable", dict(stable=True)), ("fast", dict(stable=False)),
         ("holes NT=65472 stable", dict(stable=True, NT=synthetic.NT_HOLES, hole_spikes=8, features=0))]
@@ -96,6 +104,19 @@ def synthetic_cases(quick: bool = False) -> list[Case]:
         nt = c.args[0][0, 0]
         out.append(Case(f"mexMPnu8 {label}" + ("" if "NT=" in label else f" NT={nt:.0f}"),
                         c.name, c.args, "synthetic", c.notes))
+    return out
+
+
+def spikedetector3_cases() -> list[Case]:
+    """A v2.5-size batch (NT 65536, 64 channels) and two short ones: a partial last tile, and
+    fewer than 1024 samples (no score or spike block launched: dout all 0, no spikes)."""
+    out = []
+    for nt, n_spikes in ((synthetic.NT_KS25, 500), (synthetic.NT_KS25_SHORT, 40),
+                         (synthetic.NT_KS25_NO_BLOCKS, 10)):
+        c = synthetic.spikedetector3_call(NT=nt, n_spikes=n_spikes)
+        nchan, n_up = c.args[1].shape[1], c.notes["NchanUp"]
+        out.append(Case(f"spikedetector3 NT={nt} {nchan}ch {n_up}up", c.name, c.args,
+                        "synthetic", c.notes))
     return out
 
 
@@ -204,6 +225,54 @@ def align_getspikes2(run, ours):
     return a, b, {}, info
 
 
+def align_spikedetector3(run, ours, args):
+    """Spikes (columns of st and cF) matched on (time, centre), the pair is unique per spike;
+    dout and kkmax elementwise. Where kkmax differs, the two candidates' scores (float64, from
+    the data) tell whether it is a near tie that rounding decided (info['kkmax_diff'])."""
+    a, b = [np.asarray(x) for x in run.outputs], [np.asarray(x) for x in ours]
+    k_orig = list(zip(a[2][0].tolist(), a[2][1].tolist()))
+    k_ours = list(zip(b[2][0].tolist(), b[2][1].tolist()))
+    io, iu = _match(k_orig, k_ours)
+    info = {"spikes": _keys_agreement(k_orig, k_ours),
+            "same_order": bool(np.array_equal(a[2][:2], b[2][:2])),
+            "counter_orig": run.internals["counter"]}
+    if not np.array_equal(a[1], b[1]) and a[1].shape == b[1].shape:
+        info["kkmax_diff"] = kkmax_ties(args, a[1], b[1])
+    a[2], b[2] = a[2][:, io], b[2][:, iu]
+    a[3], b[3] = a[3][:, io], b[3][:, iu]
+    return a, b, {}, info
+
+
+def kkmax_ties(args, kk_orig, kk_ours, limit=200) -> dict:
+    """Where kkmax differs: how many places, and the largest relative gap |s1 - s2| / max(s1, s2)
+    between the float64 scores of the two candidates (at most ``limit`` places evaluated)."""
+    P, data, W, iC, dist, v2 = args[:6]
+    P = np.asarray(P, np.float64).ravel()
+    nrank, sig = int(P[4]), float(P[9])
+    ts, us = np.nonzero(kk_orig != kk_ours)
+    gaps = []
+    for t, u in list(zip(ts, us))[:limit]:
+        s = [_score64(data, W, iC, dist, v2, sig, nrank, t, u, int(kk[t, u]))
+             for kk in (kk_orig, kk_ours)]
+        gaps.append(abs(s[0] - s[1]) / max(s[0], s[1]))
+    return {"places": int(ts.size), "evaluated": len(gaps),
+            "max_rel_gap": float(max(gaps)) if gaps else 0.0}
+
+
+def _score64(data, W, iC, dist, v2, sig, nrank, t, u, kk) -> float:
+    """max(a, 0)^2 / v2 of candidate kk = r + k*Nrank at (t, u) in float64: the exact value both
+    float32 computations round (the original's dfilt is 0 past its filtered range: not modelled,
+    NaN where the template would run past the batch)."""
+    r, k = kk % nrank, kk // nrank
+    x = np.asarray(data, np.float64)[t:t + W.shape[0], np.asarray(iC)[:, u]]  # (nt0, NchanNear)
+    if x.shape[0] < W.shape[0]:
+        return float("nan")
+    filt = np.asarray(W, np.float64)[:, r] @ x                                  # dfilt[t, iC, r]
+    sA = np.exp(-np.asarray(dist, np.float64)[:, u] ** 2 / ((1 + k) ** 2 * sig ** 2))
+    a = max(float(sA @ filt), 0.0)
+    return a * a / float(np.asarray(v2)[k, u])
+
+
 def align_clustering2(run, ours, args):
     """dV is written only where iMatch[call[s], f] (computeCost); compare it there."""
     _, _, _, _, call, iMatch, _ = args
@@ -213,6 +282,7 @@ def align_clustering2(run, ours, args):
 
 
 def compare_case(case: Case, checkout, *, fma: bool = False) -> dict:
+    """One row; ``checkout``: the Kilosort checkout that holds case.mex's .cu file."""
     from pykilosort.kernels.mex import call_mex
 
     compile_mex(checkout, case.mex, fma=fma)  # a first build is not part of the timing
@@ -246,6 +316,8 @@ def align(case: Case, run, ours):
         return align_getspikes2(run, ours)
     if case.mex == "mexClustering2":
         return align_clustering2(run, ours, case.args)
+    if case.mex == "spikedetector3":
+        return align_spikedetector3(run, ours, case.args)
     return list(run.outputs), ours, {}, {}
 
 
@@ -290,6 +362,16 @@ FAST_DWU_REL = 1e-12
 # float32 residuals) 1e-7, mexSVDsmall2 (all double) 1e-12.
 FMA_REL = {"float32": 4e-6, "float64": 1e-12}
 FMA_REL_OVERRIDE = {("mexMPnu8", "dWU0"): 1e-7}
+# spikedetector3's kkmax is the argmax of 30 float32 scores: with FMA, a few near ties may go the
+# other way. Accepted where every differing place was evaluated and the two candidates' exact
+# scores are within this relative gap (the float32 bound above); st (kkmax at the spikes) must
+# still be identical.
+FMA_KKMAX_TIE_REL = FMA_REL["float32"]
+
+
+def _kkmax_near_ties(row) -> bool:
+    d = row.get("kkmax_diff")
+    return bool(d) and d["evaluated"] == d["places"] and d["max_rel_gap"] <= FMA_KKMAX_TIE_REL
 
 
 def _spikes_agree(row) -> bool:
@@ -311,6 +393,8 @@ def verdict(row: dict) -> str:
         if row["build"] == "fma" and d["dtype"] in FMA_REL:
             if d["rel"] <= FMA_REL_OVERRIDE.get((row["mex"], name), FMA_REL[d["dtype"]]):
                 continue
+        if name == "kkmax" and row["build"] == "fma" and _kkmax_near_ties(row):
+            continue
         if name == "dWU0" and row["build"] == "no-fma" and "dWU0_time_ordered" in row:
             if row["dWU0_time_ordered"]["exact"] and d["rel"] <= FAST_DWU_REL:
                 continue
@@ -354,6 +438,11 @@ def markdown(rows: list[dict]) -> str:
             t = r["dWU0_time_ordered"]
             extra.append("dWU0 with the original summed in time order: " +
                          ("identical" if t["exact"] else f"{_fmt(t['max_abs'])} / {_fmt(t['rel'])}"))
+        if "kkmax_diff" in r:
+            k = r["kkmax_diff"]
+            extra.append(f"kkmax differs at {k['places']} of {np.prod(r['outputs']['kkmax']['shape'])} "
+                         f"(t, centre), near ties: the two candidates' exact scores within "
+                         f"{_fmt(k['max_rel_gap'])} relative")
         if "same_order" in r:
             extra.append("same order" if r["same_order"] else "order differs (sets compared)")
         text = summary(r) + ("; " + "; ".join(extra) if extra else "")
@@ -370,27 +459,60 @@ def machine() -> dict:
             "python": platform.python_version(), "numpy": np.__version__}
 
 
+def _select(cases: list[Case], a) -> tuple[list[tuple[Case, str]], list[str]]:
+    """(case, checkout) pairs to run, and a message per mex skipped for want of its checkout."""
+    if a.only:
+        cases = [c for c in cases if c.mex in a.only.split(",")]
+    run, skipped = [], {}
+    for c in cases:
+        ks25 = c.mex in KS25_MEX
+        checkout = a.checkout_ks25 if ks25 else a.checkout
+        if checkout is None:
+            flag = "--checkout-ks25 <Kilosort 2.5 checkout>" if ks25 else "--checkout <Kilosort v2.0 checkout>"
+            skipped[c.mex] = f"{c.mex}: skipped (its .cu file comes from {flag}, not given)"
+        else:
+            run.append((c, checkout))
+    return run, list(skipped.values())
+
+
+def _merged(rows: list[dict], out: Path, rerun: set) -> list[dict]:
+    """The rows of an existing ``out`` file, those of the mex in ``rerun`` replaced by ``rows``;
+    unfused rows first, then FMA rows, each in their earlier order."""
+    old = json.loads(out.read_text())["rows"] if out.is_file() else []
+    kept = [r for r in old if r["mex"] not in rerun] + rows
+    return sorted(kept, key=lambda r: r["build"] == "fma")  # stable
+
+
 def main(argv=None) -> int:
     from original_kernels.executor import kind, set_schedule
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--checkout", required=True, help="Kilosort v2.0 checkout (holds CUDA/)")
+    ap.add_argument("--checkout", help="Kilosort v2.0 checkout (holds CUDA/); without it the "
+                    "v2.0 mex rows are skipped")
+    ap.add_argument("--checkout-ks25", help="Kilosort 2.5 checkout (holds CUDA/spikedetector3.cu); "
+                    "without it the spikedetector3 rows are skipped")
     ap.add_argument("--quick", action="store_true", help="leave out the full-size mexMPnu8 batches")
     ap.add_argument("--fma", action="store_true", help="also run the FMA build (nvcc's default)")
     ap.add_argument("--schedule", default="forward",
                     help="executor thread/block order: forward, reverse or random:SEED")
     ap.add_argument("--only", default="", help="comma-separated mex names")
+    ap.add_argument("--merge", action="store_true", help="with --only: keep the other mex's rows "
+                    "of an existing --out file (the rerun mex's rows are replaced)")
     ap.add_argument("--out", default=str(HERE / "results.json"))
     a = ap.parse_args(argv)
+    if a.checkout is None and a.checkout_ks25 is None:
+        ap.error("give --checkout and/or --checkout-ks25")
+    if a.merge and not a.only:
+        ap.error("--merge replaces the rows of the --only mex: give --only")
     set_schedule(a.schedule)
-    cases = captured_cases() + synthetic_cases(a.quick)
-    if a.only:
-        cases = [c for c in cases if c.mex in a.only.split(",")]
+    selected, skipped = _select(captured_cases() + synthetic_cases(a.quick), a)
+    for msg in skipped:
+        print(msg, file=sys.stderr, flush=True)
     rows = []
     t0 = time.perf_counter()
     for fma in ([False, True] if a.fma else [False]):
-        for case in cases:
-            row = compare_case(case, a.checkout, fma=fma)
+        for case, checkout in selected:
+            row = compare_case(case, checkout, fma=fma)
             row["schedule"] = a.schedule
             row["verdict"] = verdict(row)
             rows.append(row)
@@ -400,17 +522,34 @@ def main(argv=None) -> int:
     flags = [f for f, on in (("--quick", a.quick), ("--fma", a.fma)) if on]
     if a.schedule != "forward":
         flags.append(f"--schedule {a.schedule}")
-    result = {"command": " ".join(["python matlab_reference/original_kernels/compare.py",
-                                   "--checkout <Kilosort v2.0 checkout>", *flags]),
-              "checkout": str(a.checkout), "executor": kind(), "schedule": a.schedule,
-              "seconds_total": round(total, 1), "machine": machine(),
-              "tolerances": {"fast_mode_dWU0_rel": FAST_DWU_REL, "fma_rel": FMA_REL,
-                             "fma_rel_override": {"/".join(k): v for k, v in FMA_REL_OVERRIDE.items()}},
-              "rows": rows}
-    Path(a.out).write_text(json.dumps(result, indent=1) + "\n")
+    if a.only:
+        flags.append(f"--only {a.only}")
+    checkouts = [f"{flag} <{what}>" for flag, given, what in (
+        ("--checkout", a.checkout, "Kilosort v2.0 checkout"),
+        ("--checkout-ks25", a.checkout_ks25, "Kilosort 2.5 checkout")) if given]
+    command = " ".join(["python matlab_reference/original_kernels/compare.py", *checkouts, *flags])
+    this_run = {"command": command, "seconds_total": round(total, 1), "rows": len(rows),
+                "skipped": skipped}
+    out = Path(a.out)
+    if a.merge:
+        previous = json.loads(out.read_text()) if out.is_file() else {}
+        rows = _merged(rows, out, set(a.only.split(",")))
+        result = {**previous, "rows": rows}
+        result["partial_runs"] = [r for r in previous.get("partial_runs", [])
+                                  if r["command"] != command] + [this_run]
+    else:
+        result = {"command": command, "checkout": str(a.checkout),
+                  "checkout_ks25": str(a.checkout_ks25), "executor": kind(),
+                  "schedule": a.schedule, "seconds_total": round(total, 1), "skipped": skipped,
+                  "rows": rows}
+    result.update(machine=machine(), tolerances={
+        "fast_mode_dWU0_rel": FAST_DWU_REL, "fma_rel": FMA_REL,
+        "fma_rel_override": {"/".join(k): v for k, v in FMA_REL_OVERRIDE.items()},
+        "fma_kkmax_tie_rel": FMA_KKMAX_TIE_REL})
+    out.write_text(json.dumps(result, indent=1) + "\n")
     print(markdown(rows))
     findings = [r for r in rows if r["verdict"].startswith("FINDING")]
-    print(f"total {total:.0f} s; {len(rows)} rows, {len(findings)} findings; written {a.out}")
+    print(f"total {total:.0f} s; {len(rows)} rows, {len(findings)} findings; written {out}")
     return 1 if findings else 0
 
 

@@ -29,6 +29,7 @@ from .executor import executor, set_fma
 
 MEX_FILES = ("mexThSpkPC", "mexGetSpikes2", "mexSVDsmall2", "mexMPnu8", "mexWtW2",
              "mexClustering2", "mexDistances2")
+KS25_FILES = ("spikedetector3",)  # Kilosort 2.5 (v2.5.2) files, from a second checkout
 
 # Compile-time switches as the checkout's CUDA/mexGPUall.m builds each file (v2.0:
 # enableStableMode = true -> `mexcuda -largeArrayDims -dynamic -DENABLE_STABLEMODE mexMPnu8.cu`;
@@ -72,8 +73,8 @@ LOCKSTEP_PATCHES = (
 def source_path(checkout, mex: str) -> Path:
     path = Path(checkout) / "CUDA" / f"{mex}.cu"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: --checkout must be a Kilosort v2.0 checkout "
-                                "(the folder holding CUDA/)")
+        which = "--checkout-ks25 a Kilosort 2.5" if mex in KS25_FILES else "--checkout a Kilosort v2.0"
+        raise FileNotFoundError(f"{path} not found: {which} checkout (the folder holding CUDA/)")
     return path
 
 
