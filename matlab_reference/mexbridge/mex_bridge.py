@@ -41,50 +41,6 @@ KEEP = {
     "spikedetector3": lambda i, p, e: i == 1,
 }
 
-# Kilosort 2.5's spikedetector3 (standalone_detector.m) is not one of call_mex's Kilosort2 mex
-# files: it is answered here, over pykilosort.kernels.detect_generic_spikes.
-SPIKEDETECTOR3_PARAMS = ("NT", "Nchan", "nt0", "NchanNear", "NrankPC", "nt0min", "spkTh",
-                         "NchanUp", "NchanNearUp", "sig")
-
-
-def _check_params(params, expected: dict) -> np.ndarray:
-    """Params as float64; every entry the arrays determine must agree with them (the mex trusts
-    Params and reads out of bounds when they disagree)."""
-    p = np.asarray(params, np.float64).ravel()
-    if p.size != len(SPIKEDETECTOR3_PARAMS):
-        raise ValueError(f"spikedetector3: Params has {p.size} entries, expected "
-                         f"{len(SPIKEDETECTOR3_PARAMS)}")
-    for name, value in expected.items():
-        given = p[SPIKEDETECTOR3_PARAMS.index(name)]
-        if int(given) != int(value):
-            raise ValueError(f"spikedetector3: Params {name} = {given:g}, the arrays say {value}")
-    return p
-
-
-def spikedetector3(Params, dataRAW, wTEMP, iC, dist, v2, iC2, dist2) -> list:
-    """``[dat, kkmax, st, cF] = spikedetector3(Params, dataRAW, wTEMP, iC-1, dist, v2, iC2-1,
-    dist2)``: dat (NT, NchanUp) single, kkmax (NT, NchanUp) int32, st (4, n) int32 rows = [time;
-    centre; amplitude; kkmax] (0-based), cF (NchanNear, n) single. At most the original's maxFR
-    = 10000 spikes; ours are the first in (time, centre) order (the original's: atomicAdd order)."""
-    from pykilosort.kernels.spikedetector import ORIGINAL_MAX_SPIKES, detect_generic_spikes
-
-    data = np.asarray(dataRAW, np.float32)
-    p = _check_params(Params, {"NT": data.shape[0], "Nchan": data.shape[1],
-                               "nt0": np.shape(wTEMP)[0], "NchanNear": np.shape(iC)[0],
-                               "NrankPC": np.shape(wTEMP)[1], "NchanUp": np.shape(iC)[1],
-                               "NchanNearUp": np.shape(iC2)[0]})
-    res = detect_generic_spikes(
-        data, templates=np.asarray(wTEMP, np.float32), iC=np.asarray(iC).astype(np.int32),
-        dist=np.asarray(dist, np.float32), v2=np.asarray(v2, np.float32),
-        iC2=np.asarray(iC2).astype(np.int32), dist2=np.asarray(dist2, np.float32),
-        nt0min=int(p[5]), spk_th=float(p[6]), sig=float(p[9]), max_spikes=ORIGINAL_MAX_SPIKES)
-    st = np.vstack([res.times, res.centres, res.amplitudes, res.kk]).astype(np.int32)
-    return [np.asarray(res.dout, np.float32), np.asarray(res.kkmax, np.int32), st,
-            np.asarray(res.features, np.float32).reshape(np.shape(iC)[0], st.shape[1])]
-
-
-LOCAL = {"spikedetector3": spikedetector3}
-
 
 def load_args(path: Path) -> list:
     m = scipy.io.loadmat(path, squeeze_me=False)
@@ -137,7 +93,7 @@ def record(capture: Path, name: str, args: list, outs: list) -> None:
 
 def main(name: str, fin: str, fout: str) -> None:
     args = load_args(Path(fin))
-    outs = LOCAL[name](*args) if name in LOCAL else call_mex(name, args)
+    outs = call_mex(name, args)  # spikedetector3 too (call_mex's KS25_MEX_FUNCTIONS)
     scipy.io.savemat(fout, {f"o{k}": np.asarray(o) for k, o in enumerate(outs, start=1)},
                      oned_as="column")
     capture = os.environ.get("MEX_CAPTURE_DIR")
