@@ -11,6 +11,15 @@ ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_DATA = ROOT / "matlab_reference" / "data"
 
 
+def load_reference(name: str) -> dict:
+    """A .mat file of matlab_reference/data; a missing one fails the test (never skips it)."""
+    import scipy.io
+
+    path = REFERENCE_DATA / name
+    assert path.is_file(), f"reference {path} is missing: run matlab_reference/run_all.sh"
+    return scipy.io.loadmat(path)
+
+
 from cuda_cpu.plugin import (cuda_cpu_gpu, pytest_configure,  # noqa: E402,F401  (hooks)
                              pytest_generate_tests, pytest_report_header)
 from cuda_cpu import plugin as cuda_cpu_plugin  # noqa: E402

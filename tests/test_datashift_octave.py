@@ -17,11 +17,10 @@ import sys
 
 import numpy as np
 import pytest
-import scipy.io
 
 from pykilosort import datashift
 
-from conftest import REFERENCE_DATA, ROOT
+from conftest import ROOT, load_reference
 
 sys.path.insert(0, str(ROOT / "matlab_reference"))
 import datashift_input  # noqa: E402
@@ -36,10 +35,7 @@ SUM_ATOL = 10       # steps, per channel and batch (32704 samples); measured <= 
 MAX_NEAR_TIES = 2   # spikes allowed one sample off (measured: 0 rigid, 1 nonrigid)
 
 
-def _load(name: str) -> dict:
-    path = REFERENCE_DATA / name
-    assert path.is_file(), f"reference {path} is missing: run matlab_reference/run_all.sh"
-    return scipy.io.loadmat(path)
+_load = load_reference
 
 
 @pytest.fixture(scope="module")

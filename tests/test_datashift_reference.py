@@ -11,20 +11,16 @@ in the other).
 """
 import numpy as np
 import pytest
-import scipy.io
 
 from pykilosort import datashift
 from pykilosort.makima import makima
 
-from conftest import REFERENCE_DATA
+from conftest import load_reference
 
 CASES = {"rigid": ("dshift_rigid", "yblk_rigid"), "nonrigid": ("dshift", "yblk")}
 
 
-def _load(name: str) -> dict:
-    path = REFERENCE_DATA / name
-    assert path.is_file(), f"reference {path} is missing: run matlab_reference/run_all.sh"
-    return scipy.io.loadmat(path)
+_load = load_reference
 
 
 @pytest.fixture(scope="module")

@@ -33,12 +33,14 @@ CHECKOUT = os.environ.get("KILOSORT2_CHECKOUT", "")
 CAPTURED = sorted(p.stem for p in compare.MEX_DATA.glob("mex*.mat"))
 
 
-def _skip_reason():
-    if not CHECKOUT:
-        return ("KILOSORT2_CHECKOUT is not set: point it at a Kilosort v2.0 checkout (the folder "
-                "holding CUDA/mexMPnu8.cu) to compare the original kernels with call_mex")
-    if not (Path(CHECKOUT) / "CUDA" / "mexMPnu8.cu").is_file():
-        return f"KILOSORT2_CHECKOUT={CHECKOUT} has no CUDA/mexMPnu8.cu"
+def _skip_reason(checkout=CHECKOUT, env="KILOSORT2_CHECKOUT", version="v2.0",
+                 marker="mexMPnu8.cu", what="kernels"):
+    """Why the original-kernel tests cannot run here (None: they can)."""
+    if not checkout:
+        return (f"{env} is not set: point it at a Kilosort {version} checkout (the folder "
+                f"holding CUDA/{marker}) to compare the original {what} with call_mex")
+    if not (Path(checkout) / "CUDA" / marker).is_file():
+        return f"{env}={checkout} has no CUDA/{marker}"
     if shutil.which("g++") is None:
         return "no g++: the CUDA-on-CPU executor compiles the kernels with g++"
     try:
@@ -119,18 +121,8 @@ CHECKOUT_KS25 = os.environ.get("KILOSORT25_CHECKOUT", "")
 
 
 def _skip_reason_ks25():
-    if not CHECKOUT_KS25:
-        return ("KILOSORT25_CHECKOUT is not set: point it at a Kilosort 2.5 checkout (the folder "
-                "holding CUDA/spikedetector3.cu) to compare the original detector with call_mex")
-    if not (Path(CHECKOUT_KS25) / "CUDA" / "spikedetector3.cu").is_file():
-        return f"KILOSORT25_CHECKOUT={CHECKOUT_KS25} has no CUDA/spikedetector3.cu"
-    if shutil.which("g++") is None:
-        return "no g++: the CUDA-on-CPU executor compiles the kernels with g++"
-    try:
-        executor()
-    except ExecutorUnavailable as e:
-        return str(e)
-    return None
+    return _skip_reason(CHECKOUT_KS25, "KILOSORT25_CHECKOUT", "2.5", "spikedetector3.cu",
+                        "detector")
 
 
 @pytest.mark.skipif(_skip_reason_ks25() is not None, reason=_skip_reason_ks25() or "")
