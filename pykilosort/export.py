@@ -19,7 +19,7 @@ import numpy as np
 
 from .duplicates import template_amplitudes, unwhiten
 from .errors import ContextError
-from .utils import atomic_path
+from .utils import atomic_path, release_mapped_pages
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +93,7 @@ def _write_features(path: Path, source, rows: np.ndarray) -> None:
             for j in range(n_cols):
                 f.seek(start + 4 * (j * n + a))
                 f.write(np.ascontiguousarray(flat[:, j]).tobytes())
+            release_mapped_pages(source)  # peak memory stays one block, whatever n
 
 
 def _write_tsv(path: Path, column: str, values, fmt: str) -> None:

@@ -105,3 +105,17 @@ def file_digest(path: Path) -> str:
                 f.seek(int(offset))
                 h.update(f.read(_BLOCK))
     return h.hexdigest()
+
+
+def release_mapped_pages(array) -> None:
+    """Drop the pages of a memory-mapped array from this process's resident set (they stay in
+    the page cache). Reading a mapped file touches pages that count as the process's memory
+    until the kernel reclaims them, so memory would look like it grows with the file; arrays
+    that are not memory maps are left alone."""
+    import mmap
+
+    base = array
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "_mmap", None) or getattr(base, "base", None)
+    if base is not None and hasattr(base, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        base.madvise(mmap.MADV_DONTNEED)

@@ -330,3 +330,22 @@ def test_matlab_linspace():
     assert not np.array_equal(matlab_linspace(0.5, 61.5, 611, style="octave"), y)
     # Octave's odd-length middle element is the midpoint, not d2 - k*delta
     assert matlab_linspace(-2.0, -0.9, 3, style="octave")[1] == -1.45
+
+
+def test_release_mapped_pages_drops_a_read_memory_map_from_the_resident_set(tmp_path):
+    """Export streams features through memory maps; their read pages must not stay resident."""
+    import os
+
+    from pykilosort.utils import release_mapped_pages
+
+    def rss_mib():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    np.save(tmp_path / "big.npy", np.ones(64 * 2**20 // 4, np.float32))  # 64 MiB
+    a = np.load(tmp_path / "big.npy", mmap_mode="r")
+    before = rss_mib()
+    assert float(a[::1024].sum()) == a.size / 1024  # touches every page
+    touched = rss_mib()
+    release_mapped_pages(a[10:])  # a view finds its map
+    assert touched - before > 48 and touched - rss_mib() > 48
