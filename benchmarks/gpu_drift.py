@@ -22,9 +22,11 @@ MODES = {"ks25_nblocks5": dict(drift_correction=True, nblocks=5, NT=65536 - 64),
 
 def drift_accuracy(rec, ctx) -> dict:
     """-dshift (minus its mean) against the imposed drift at each block and batch centre."""
-    p, it = ctx.params, ctx.intermediate
+    from pykilosort.drift import batch_centre_times
+
+    it = ctx.intermediate
     dshift, yblk = np.asarray(it.dshift), np.asarray(it.yblk)
-    tb = (np.arange(dshift.shape[0]) + 0.5) * p.NT / p.fs
+    tb = batch_centre_times(ctx, dshift.shape[0])
     cols = [np.interp(tb, rec.drift_times, rec.drift[:, j]) for j in range(rec.drift.shape[1])]
     imposed = np.stack([np.interp(yblk, rec.drift_depths, row) for row in np.stack(cols, 1)])
     est = -dshift - (-dshift).mean(axis=0)

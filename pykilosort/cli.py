@@ -101,8 +101,10 @@ def drift_summary(rec, ctx) -> str:
     """How the datashift estimate follows the recording's imposed drift (rigid part)."""
     import numpy as np
 
-    p, dshift = ctx.params, np.asarray(ctx.intermediate.dshift)
-    tb = (np.arange(dshift.shape[0]) + 0.5) * p.NT / p.fs
+    from .drift import batch_centre_times
+
+    dshift = np.asarray(ctx.intermediate.dshift)
+    tb = batch_centre_times(ctx, dshift.shape[0])
     imposed = np.interp(tb, rec.drift_times, rec.drift.mean(axis=1))
     est = -dshift.mean(axis=1)  # dshift undoes the displacement, up to a constant
     est, imposed = est - est.mean(), imposed - imposed.mean()

@@ -32,7 +32,8 @@ from .utils import atomic_path
 logger = logging.getLogger(__name__)
 
 __all__ = ["datashift_step", "channel_groups", "estimate_drift", "shift_proc_file",
-           "corrected_depths", "write_drift_outputs", "st0_matrix", "ST0_COLUMNS"]
+           "corrected_depths", "write_drift_outputs", "st0_matrix", "ST0_COLUMNS",
+           "batch_centre_times"]
 
 _DEPTH_BIN = 5.0         # datashift2: dd, um per histogram bin
 _NRANK_PC = 6            # generic temporal templates
@@ -173,7 +174,7 @@ def shift_proc_file(ctx, *, dst: Path, dshift, yblk, block_group, groups) -> Non
 
 def corrected_depths(*, depths, batches, dshift, yblk, block_group=None, groups_of_spikes=None):
     """Spike depths after the correction: a spike at depth y in batch k appears at y plus the
-    drift interpolated to y (the resampled channel at y reads the data at y - shift... so a
+    drift interpolated to y (the resampled channel at y reads the data at y - shift, so a
     feature at y0 moves to y0 + shift)."""
     from .makima import makima
 
@@ -190,6 +191,13 @@ def corrected_depths(*, depths, batches, dshift, yblk, block_group=None, groups_
     return out
 
 
+def batch_centre_times(ctx, n_batches: int) -> np.ndarray:
+    """(n_batches,) time (s, from the recording's start) of each batch's centre: where the
+    drift estimate of a batch is placed (drift.times, the figure, the demo's comparison)."""
+    p = ctx.params
+    return (ctx.derived.tstart + p.NT * (np.arange(n_batches) + 0.5)) / p.fs
+
+
 def write_drift_outputs(ctx, output_dir: Path) -> list[Path]:
     """drift.um (Nbatch, n_blocks), drift_depths.um (n_blocks,), drift.times (Nbatch,) seconds
     at each batch's centre (IBL's names), in the phy folder; nothing without a drift estimate."""
@@ -198,9 +206,7 @@ def write_drift_outputs(ctx, output_dir: Path) -> list[Path]:
     it = ctx.intermediate
     if "dshift" not in it:
         return []
-    p, d = ctx.params, ctx.derived
-    nbatch = np.asarray(it.dshift).shape[0]
-    times = (d.tstart + p.NT * (np.arange(nbatch) + 0.5)) / p.fs
+    times = batch_centre_times(ctx, np.asarray(it.dshift).shape[0])
     files = {"drift.um.npy": np.asarray(it.dshift, np.float64),
              "drift_depths.um.npy": np.asarray(it.yblk, np.float64),
              "drift.times.npy": times}

@@ -99,14 +99,44 @@ class _FeatureSink:
         return st3, paths
 
 
+def _extraction_geometry(ctx, rez: dict):
+    """(n_near, iC, mask, ka, kb, ilist): neighbour channels and their mask, the sub-sample
+    alignment kernels and each template's neighbour templates, shared by both extraction flows."""
+    p, probe = ctx.params, ctx.probe_good
+    n_near = min(probe.Nchan, 32)
+    iC, mask, _ = get_closest_channels(xc=probe.xc, yc=probe.yc, sigma_mask=p.sigmaMask,
+                                       n_closest=n_near)
+    ka, kb = get_kernels(nt0=p.nt0, nt0min=ctx.derived.nt0min)
+    _, ilist = template_neighbours(rez["W"], rez["U"], n_near, backend=ctx.backend)
+    return n_near, iC, mask, ka, kb, ilist
+
+
+def _learned_waveforms(rez: dict, nt0min: int):
+    """(W, dWU, iW): a copy of the learned W, dWU = mu * W_j U_j^T per template (double, as
+    trackAndSort rebuilds it) and each template's best channel."""
+    W, U, mu = rez["W"].copy(), rez["U"], rez["mu"]
+    dwu = np.einsum("n,tnr,cnr->tcn", mu, W, U)
+    return W, dwu, np.abs(dwu[nt0min - 1]).argmax(axis=0)
+
+
+def _match_with_features(ctx, data, *, W, U, mu, iC, iW, utu, ilist, wpca):
+    """mexMPnu8 of the extraction pass (Params(13) = 2: template and PC features, threshold
+    Th(end)), on the backend's device; returns the fetched result."""
+    p, put = ctx.params, ctx.backend.put
+    return ctx.backend.fetch(match_templates(
+        data, U=put(U.astype(np.float32)), W=put(W.astype(np.float32)),
+        mu=put(mu.astype(np.float32)), iC=put(iC), iW=put(iW), UtU=put(utu),
+        iList=put(ilist), wPCA=wpca, th=p.Th[-1], th_average=p.Th[0], lam=p.lam,
+        template_features=True, pc_features=True, stable_mode=p.useStableMode,
+        legacy_block=1024 if p.matlab_compat else None))
+
+
 def track_and_sort(ctx, rez: dict, iorder, slots, sink: _FeatureSink, *, read, iC, mask,
                    ka, kb, ilist, wa, ua, mua) -> np.ndarray:
     """trackAndSort over absolute batches ``iorder`` (their positions in the sorted order are
     ``slots``); fills wa/ua/mua per batch; returns the spike-count estimate nsp."""
     p, d = ctx.params, ctx.derived
-    W, U, mu = rez["W"].copy(), rez["U"], rez["mu"]
-    dwu = np.einsum("n,tnr,cnr->tcn", mu, W, U)          # mu * W_j U_j^T per template, double
-    iW = np.abs(dwu[d.nt0min - 1]).argmax(axis=0)
+    W, dwu, iW = _learned_waveforms(rez, d.nt0min)
     pm, nsp = math.exp(-1.0 / p.momentum[1]), np.zeros(W.shape[1])
     nbatch = int(ctx.intermediate.Nbatch)
     put, fetch = ctx.backend.put, ctx.backend.fetch  # kernels run where the backend is
@@ -118,12 +148,8 @@ def track_and_sort(ctx, rez: dict, iorder, slots, sink: _FeatureSink, *, read, i
                                  iC=put(iC), iW=put(iW), Ka=put(ka), Kb=put(kb), nt0min=d.nt0min))
         W, U, mu = svd.W, svd.U, np.asarray(svd.mu, np.float64).ravel()
         utu, _, _ = template_channel_overlap(iW=iW, iC=iC, mask=mask)
-        res = fetch(match_templates(
-            data, U=put(U.astype(np.float32)), W=put(W.astype(np.float32)),
-            mu=put(mu.astype(np.float32)), iC=put(iC), iW=put(iW), UtU=put(utu),
-            iList=put(ilist), wPCA=wpca, th=p.Th[-1], th_average=p.Th[0], lam=p.lam,
-            template_features=True, pc_features=True, stable_mode=p.useStableMode,
-            legacy_block=1024 if p.matlab_compat else None))
+        res = _match_with_features(ctx, data, W=W, U=U, mu=mu, iC=iC, iW=iW, utu=utu,
+                                   ilist=ilist, wpca=wpca)
         nsp0 = np.asarray(res.nsp, np.float64)
         fexp = np.exp(nsp0 * math.log(pm))
         dwu = dwu * fexp + (1 - fexp) * (np.asarray(res.dWU) / np.maximum(1, nsp0))
@@ -169,11 +195,7 @@ def run_templates(ctx, rez: dict, *, iorig: np.ndarray, istart: int) -> dict:
     p, probe = ctx.params, ctx.probe_good
     iorig = np.asarray(iorig)
     nbatch, nt0, n_chan, n_filt = iorig.size, p.nt0, probe.Nchan, rez["W"].shape[1]
-    n_near = min(n_chan, 32)
-    iC, mask, _ = get_closest_channels(xc=probe.xc, yc=probe.yc, sigma_mask=p.sigmaMask,
-                                       n_closest=n_near)
-    ka, kb = get_kernels(nt0=nt0, nt0min=ctx.derived.nt0min)
-    _, ilist = template_neighbours(rez["W"], rez["U"], n_near, backend=ctx.backend)
+    n_near, iC, mask, ka, kb, ilist = _extraction_geometry(ctx, rez)
     # per-batch templates grow with the recording: memory-mapped scratch files, not RAM
     sink = _FeatureSink(ctx.path / "features_tmp", nbatch)
     wa = _scratch(sink.folder / "WA.npy", (nt0, n_filt, _NRANK, nbatch))
@@ -246,16 +268,10 @@ def run_templates_ks25(ctx, rez: dict) -> dict:
     """
     from .procfile import proc_sample_reader
 
-    p, d, probe = ctx.params, ctx.derived, ctx.probe_good
-    nbatch, n_chan = int(ctx.intermediate.Nbatch), probe.Nchan
-    n_near = min(n_chan, 32)
-    iC, mask, _ = get_closest_channels(xc=probe.xc, yc=probe.yc, sigma_mask=p.sigmaMask,
-                                       n_closest=n_near)
-    ka, kb = get_kernels(nt0=p.nt0, nt0min=d.nt0min)
-    _, ilist = template_neighbours(rez["W"], rez["U"], n_near, backend=ctx.backend)
-    W, U, mu = rez["W"].copy(), rez["U"], rez["mu"]
-    dwu = np.einsum("n,tnr,cnr->tcn", mu, W, U)   # mu * W_j U_j^T per template, double
-    iW = np.abs(dwu[d.nt0min - 1]).argmax(axis=0)
+    p, d = ctx.params, ctx.derived
+    nbatch = int(ctx.intermediate.Nbatch)
+    n_near, iC, mask, ka, kb, ilist = _extraction_geometry(ctx, rez)
+    W, dwu, iW = _learned_waveforms(rez, d.nt0min)
     utu, _, _ = template_channel_overlap(iW=iW, iC=iC, mask=mask)
     put, fetch = ctx.backend.put, ctx.backend.fetch
     dev = dict(iC=put(iC), iW=put(iW), Ka=put(ka), Kb=put(kb), nt0min=d.nt0min)
@@ -268,12 +284,8 @@ def run_templates_ks25(ctx, rez: dict) -> dict:
         data = put(np.asfortranarray(batch, dtype=np.float32) / np.float32(p.scaleproc))
         svd = fetch(template_svd(dwu_dev, put(np.asfortranarray(W)), **dev))
         W, U, mu = svd.W, svd.U, np.asarray(svd.mu, np.float64).ravel()
-        res = fetch(match_templates(
-            data, U=put(U.astype(np.float32)), W=put(W.astype(np.float32)),
-            mu=put(mu.astype(np.float32)), iC=dev["iC"], iW=dev["iW"], UtU=put(utu),
-            iList=put(ilist), wPCA=wpca, th=p.Th[-1], th_average=p.Th[0], lam=p.lam,
-            template_features=True, pc_features=True, stable_mode=p.useStableMode,
-            legacy_block=1024 if p.matlab_compat else None))
+        res = _match_with_features(ctx, data, W=W, U=U, mu=mu, iC=dev["iC"], iW=dev["iW"],
+                                   utu=utu, ilist=ilist, wpca=wpca)
         dwu_sum += np.asarray(res.dWU, np.float64)   # padding spikes included, as the original
         nsp += np.asarray(res.nsp, np.float64)
         sink.add(k, *_batch_spikes(ctx, res, k, k, nbatch))

@@ -51,7 +51,7 @@ def plot_drift(ctx, *, path) -> Path | None:
     """Spike depth vs time coloured by amplitude, as detected (with the estimated drift of each
     block drawn through its centre) and after the correction; the generic-template detections
     of the datashift step. Returns the PNG's path, or None without matplotlib."""
-    from .drift import corrected_depths
+    from .drift import batch_centre_times, corrected_depths
 
     plt = _pyplot()
     if plt is None:
@@ -65,7 +65,7 @@ def plot_drift(ctx, *, path) -> Path | None:
     batches = st0[:, 4].astype(int)
     after = corrected_depths(depths=st0[:, 1], batches=batches, dshift=dshift, yblk=yblk,
                              block_group=group, groups_of_spikes=st0[:, 6].astype(int))
-    tb = (d.tstart + p.NT * (np.arange(dshift.shape[0]) + 0.5)) / p.fs
+    tb = batch_centre_times(ctx, dshift.shape[0])
     fig, ax = plt.subplots(1, 2, figsize=(13, 6), sharey=True)
     order = np.argsort(st0[:, 2])  # large spikes drawn last, on top
     for a, y, title in ((ax[0], st0[:, 1], "detected"), (ax[1], after, "drift-corrected")):
