@@ -32,7 +32,10 @@ PHY_FILES = ("spike_times.npy", "spike_templates.npy", "spike_clusters.npy", "am
              "pc_feature_ind.npy", "whitening_mat.npy", "whitening_mat_inv.npy",
              "similar_templates.npy", "cluster_KSLabel.tsv", "cluster_group.tsv",
              "cluster_ContamPct.tsv", "cluster_Amplitude.tsv", "params.py")
-_CHUNK = 2**18  # spikes per block when streaming features
+# spikes per block when streaming features: the features' share of the export's peak memory is
+# two blocks, 2 x _CHUNK x (bytes per spike; pc_features: 384) = 24 MiB for any recording longer
+# than a block; 2**18 let it grow with the spike count up to ~200 MiB (issue 12's scaling)
+_CHUNK = 2**15
 
 
 def _column(x) -> np.ndarray:
@@ -93,6 +96,7 @@ def _write_features(path: Path, source, rows: np.ndarray) -> None:
             for j in range(n_cols):
                 f.seek(start + 4 * (j * n + a))
                 f.write(np.ascontiguousarray(flat[:, j]).tobytes())
+            del block, flat  # freed before the next block is read: two blocks at most in memory
             release_mapped_pages(source)  # peak memory stays one block, whatever n
 
 

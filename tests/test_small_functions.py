@@ -349,3 +349,23 @@ def test_release_mapped_pages_drops_a_read_memory_map_from_the_resident_set(tmp_
     touched = rss_mib()
     release_mapped_pages(a[10:])  # a view finds its map
     assert touched - before > 48 and touched - rss_mib() > 48
+
+
+def test_feature_export_memory_does_not_grow_with_the_spike_count(tmp_path):
+    """pc_features.npy is written block by block: 4x the spikes, the same peak (issue 12)."""
+    import tracemalloc
+
+    from pykilosort.export import _write_features
+
+    peaks = []
+    for n in (40_000, 160_000):  # a short and a 4x longer recording's spike counts
+        src = np.lib.format.open_memmap(tmp_path / f"src{n}.npy", "w+", np.float32, (n, 3, 8))
+        src[:] = np.arange(n, dtype=np.float32)[:, None, None] + np.arange(24).reshape(3, 8)
+        rows = np.arange(n)[::-1].copy()
+        tracemalloc.start()
+        _write_features(tmp_path / f"out{n}.npy", src, rows)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        out = np.load(tmp_path / f"out{n}.npy")
+        np.testing.assert_array_equal(out, src[rows])
+    assert peaks[1] < 1.1 * peaks[0]
