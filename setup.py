@@ -32,8 +32,9 @@ setup(
         # phylib and SpikeInterface (with pandas, for its Kilosort reader): the tests check that
         # both open our phy folders, and run pykilosort as a SpikeInterface sorter
         "test": ["pytest>=7", "pytest-timeout", "wheel", "matplotlib", "phylib>=2.4",
-                 "spikeinterface>=0.101", "pandas"],
+                 "spikeinterface>=0.101", "pandas", "distributed>=2024.1"],
         "spikeinterface": ["spikeinterface>=0.101", "pandas"],
+        "dask": ["distributed>=2024.1"],
         "bench": ["spikeinterface>=0.101", "pandas", "psutil", "matplotlib"],
     },
     entry_points={"console_scripts": ["pykilosort = pykilosort.cli:main"]},

@@ -17,7 +17,7 @@ _LAZY = {
     "add_default_handler": "logs", "Probe": "probes", "load_probe": "probes",
     "get_probe": "probes", "default_params": "params", "resolve_params": "params",
     "RawData": "io", "make_synthetic_recording": "synthetic", "KilosortError": "errors",
-    "load_sorting": "export", "Sorting": "export",
+    "load_sorting": "export", "Sorting": "export", "sort_many": "many", "read_jobs": "many",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

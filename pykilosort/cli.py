@@ -1,4 +1,4 @@
-"""Command line: ``pykilosort run | demo | info``."""
+"""Command line: ``pykilosort run | run-many | demo | info``."""
 from __future__ import annotations
 
 import argparse
@@ -48,6 +48,31 @@ def _cmd_run(args) -> int:
     else:
         print(f"intermediates: {ctx.path}")
     return 0
+
+
+def _cmd_run_many(args) -> int:
+    from .many import COLUMNS, sort_many
+
+    client = None
+    if args.scheduler:
+        from distributed import Client
+
+        client = Client(args.scheduler)
+    try:
+        rows = sort_many(args.table, client=client, n_workers=args.workers,
+                         n_threads=args.threads, summary_dir=args.summary, rerun=args.rerun,
+                         gpu_per_job=args.gpu_per_job)
+    finally:
+        if client is not None:
+            client.close()
+    shown = ("name", "status", "wall_s", "peak_rss_mib", "n_good", "error")
+    print("\t".join(shown))
+    for row in rows:
+        print("\t".join(str(row.get(k, "")) for k in shown))
+    failed = sum(r["status"] == "failed" for r in rows)
+    print(f"{len(rows) - failed} of {len(rows)} jobs sorted ({failed} failed); table: "
+          f"sort_many.csv ({', '.join(COLUMNS[:6])}, ...)")
+    return 1 if failed else 0
 
 
 def accuracy_table(rec, ctx) -> str:
@@ -189,6 +214,22 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--clear-context", action="store_true", help="recompute every step")
     r.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     r.set_defaults(func=_cmd_run)
+
+    m = sub.add_parser("run-many", help="sort the recordings of a table on a Dask cluster, one "
+                                        "job per recording (exit code 1 if any failed)")
+    m.add_argument("table", help="CSV with columns dat_path,probe,output_dir[,dir_path,device,"
+                                 "name,params] (params: a JSON object), or a JSON list of jobs")
+    m.add_argument("--workers", type=int, help="processes of the local cluster (default: a "
+                                               "quarter of the cores)")
+    m.add_argument("--threads", type=int, help="CPU threads per job")
+    m.add_argument("--scheduler", help="address of a running Dask scheduler (default: a local "
+                                       "cluster)")
+    m.add_argument("--summary", help="folder of sort_many.csv/.json (default: the output "
+                                     "folders' parent)")
+    m.add_argument("--rerun", action="store_true", help="run the jobs that are up to date too")
+    m.add_argument("--gpu-per-job", action="store_true",
+                   help="one GPU per job (workers started with --resources GPU=1)")
+    m.set_defaults(func=_cmd_run_many)
 
     d = sub.add_parser("demo", help="sort a built-in synthetic recording")
     d.add_argument("--output", default="pykilosort_demo", help="folder for data and results")

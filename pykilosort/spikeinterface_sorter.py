@@ -11,7 +11,13 @@ before it reaches us (``_run_from_folder`` passes a misspelled ``file_paths_leng
 
 ``register()`` puts the class into SpikeInterface's sorter registry under ``"pykilosort"``,
 replacing the broken wrapper in this process only (``register("pykilosort2")`` keeps it and adds
-ours under that name).
+ours under that name). Worker processes have registries of their own; for
+``run_sorter_jobs``::
+
+    register(client=client)           # engine="dask": every worker of the client, now and later
+    run_sorter_jobs(jobs, engine="dask", engine_kwargs={"client": client})
+    run_sorter_jobs(jobs, engine="joblib",  # joblib's loky workers register as they start
+                    engine_kwargs={"n_jobs": 2, "backend": joblib_backend()})
 
 A recording that is not a flat binary file of a dtype we read (with no header) is first written
 to ``sorter_output/recording.dat``. Results are the phy folder ``sorter_output/output``, read
@@ -33,7 +39,7 @@ except ImportError as exc:  # pragma: no cover - spikeinterface is an optional d
 from . import __version__
 from .params import PARAMS
 
-__all__ = ["PyKilosortSorter", "register"]
+__all__ = ["PyKilosortSorter", "register", "joblib_backend", "RegisterOnWorkers"]
 
 _FROM_RECORDING = ("NchanTOT", "fs", "dtype")  # taken from the recording, not from the user
 _READABLE = ("int16", "uint16", "int32", "float32", "float64")
@@ -134,9 +140,14 @@ class PyKilosortSorter(BaseSorter):
         return read_kilosort(sorter_output_folder / "output", keep_good_only=keep_good_only)
 
 
-def register(name: str = "pykilosort") -> type:
-    """Make ``spikeinterface.sorters.run_sorter(name, ...)`` run pykilosort (this process)."""
+def register(name: str = "pykilosort", *, client=None) -> type:
+    """Make ``spikeinterface.sorters.run_sorter(name, ...)`` run pykilosort in this process, and
+    with a Dask ``client`` in each of its workers too (a worker plugin: workers that start later,
+    or restart, register as well)."""
     from spikeinterface.sorters import sorterlist
+
+    if client is not None:
+        client.register_plugin(RegisterOnWorkers(name))
 
     cls = PyKilosortSorter if name == PyKilosortSorter.sorter_name else type(
         "PyKilosortSorter_" + name, (PyKilosortSorter,), {"sorter_name": name})
@@ -144,3 +155,28 @@ def register(name: str = "pykilosort") -> type:
                                       if s.sorter_name != name] + [cls]
     sorterlist.sorter_dict[name] = cls
     return cls
+
+
+def joblib_backend(name: str = "pykilosort", **kwargs):
+    """joblib's loky backend whose worker processes register pykilosort as they start: pass it
+    as ``engine_kwargs["backend"]`` of SpikeInterface's ``run_sorter_jobs(engine="joblib")``."""
+    from joblib._parallel_backends import LokyBackend  # the class joblib's "loky" name stands for
+
+    return LokyBackend(initializer=register, initargs=(name,), **kwargs)
+
+
+try:
+    from distributed.diagnostics.plugin import WorkerPlugin as _WorkerPlugin
+except ImportError:  # pragma: no cover - distributed is optional
+    _WorkerPlugin = object
+
+
+class RegisterOnWorkers(_WorkerPlugin):
+    """Dask worker plugin: :func:`register` in every worker (see ``register(client=...)``)."""
+
+    def __init__(self, sorter_name: str = "pykilosort"):
+        self.sorter_name = sorter_name
+        self.name = f"pykilosort-register-{sorter_name}"
+
+    def setup(self, worker):
+        register(self.sorter_name)
