@@ -107,8 +107,12 @@ def fingerprint(job: dict) -> str:
 
     dat = job["dat_path"] if isinstance(job["dat_path"], (list, tuple)) else [job["dat_path"]]
     probe = job.get("probe")
-    probe_state = _file_state(probe) if isinstance(probe, (str, os.PathLike)) and Path(
-        probe).suffix else repr(probe)
+    if isinstance(probe, (str, os.PathLike)) and Path(probe).suffix:
+        probe_state = _file_state(probe)  # a probe file: its content may change
+    elif hasattr(probe, "to_dict"):
+        probe_state = probe.to_dict()  # a Probe: every coordinate (a repr would elide some)
+    else:
+        probe_state = repr(probe)  # a preset name, a dict, None
     state = {"dat": [_file_state(p) for p in dat], "probe": probe_state,
              "params": job["params"], "device": job.get("device") or "auto",
              "dir_path": job.get("dir_path"), "version": __version__}
@@ -194,7 +198,8 @@ def _up_to_date(job: dict) -> dict | None:
     return {**row, "status": "up to date"}
 
 
-def _local_client(n_workers: int, threads_per_worker: int):
+def _local_client(n_workers: int):
+    """Worker processes that each run one job at a time (the job's own threads do the work)."""
     from distributed import Client, LocalCluster
 
     cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
@@ -243,7 +248,7 @@ def sort_many(jobs, *, client=None, n_workers: int | None = None, n_threads: int
         if own:
             n_workers = n_workers or _default_workers(len(todo))
             n_threads = n_threads or max(1, (os.cpu_count() or 1) // n_workers)
-            client, cluster = _local_client(n_workers, n_threads)
+            client, cluster = _local_client(n_workers)
         try:
             _run_on(client, jobs, todo, rows, n_threads=n_threads, gpu_per_job=gpu_per_job)
         finally:
@@ -264,19 +269,22 @@ def _run_on(client, jobs, todo, rows, *, n_threads, gpu_per_job) -> None:
         fut = client.submit(run_job, job, n_threads, key=key, pure=False,
                             resources={"GPU": 1} if gpu_per_job else None)
         futures[fut] = i
-    for fut in as_completed(list(futures)):
+    for done, fut in enumerate(as_completed(list(futures)), start=1):
         i = futures[fut]
         job = jobs[i]
         try:
             rows[i] = fut.result()
-        except Exception as exc:  # the worker died under the job (KilledWorker), or Dask failed
+        except Exception as exc:  # run_job catches the job's own errors: this is Dask's
+            why = (" (the worker running this job died: out of memory, killed, or its node "
+                   "failed; submit the jobs again to resume it from its checkpoints)"
+                   if type(exc).__name__ == "KilledWorker" else
+                   " (raised by Dask or the worker's environment, not by the sort: for "
+                   "example a worker without pykilosort)")
             rows[i] = {"name": job["name"], "status": "failed", "dat_path": str(job["dat_path"]),
                        "output_dir": job["output_dir"], "fingerprint": fingerprint(job),
-                       "error": f"{type(exc).__name__}: {exc} (the worker running this job "
-                                "died or was lost: out of memory, killed, or node failure; "
-                                "submit the jobs again to resume it from its checkpoints)"}
+                       "error": f"{type(exc).__name__}: {exc}{why}"}
         row = rows[i]
-        logger.info("sort_many: %s %s%s", row["name"], row["status"],
+        logger.info("sort_many: [%d/%d] %s %s%s", done, len(futures), row["name"], row["status"],
                     f" ({row['error']})" if row["status"] == "failed" else
                     f" in {row.get('wall_s', 0):.0f} s, {row.get('n_good')} good units")
 
