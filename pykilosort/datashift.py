@@ -7,9 +7,13 @@ ntbuff samples of a batch are cross-faded with the tail the previous batch compu
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from .makima import makima
+
+logger = logging.getLogger("pykilosort")
 
 __all__ = ["kernel2d", "shift_matrix", "shift_batch", "my_conv2", "align_block2",
            "drift_histograms"]
@@ -139,12 +143,41 @@ def _shift_batches(F: np.ndarray, shift_of_batch: np.ndarray, shifts) -> np.ndar
     return F
 
 
-def _rigid(Fg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def first_target(Fg: np.ndarray, *, avoid_jumps: bool) -> int:
+    """The batch align_block2 registers to first: the original's min(300, floor(Nbatches/2))
+    (1-based). With ``avoid_jumps``, when that batch differs from its neighbours far more than
+    batches usually do (score < 0.75 x the median; score: the lower of its correlations with the
+    previous and the next batch), the nearest batch scoring at least the median instead.
+
+    Why: a batch during which the probe jumps holds the units at two depths; registered to it,
+    the two positions both align at shift 0 and the whole estimate fails (measured on a
+    SpikeInterface 'bump' recording whose middle batch straddles a 30 um step: drift r -0.12
+    against the imposed motion, 0.99 with this choice; benchmarks/results/README.md)."""
+    nb = Fg.shape[2]
+    middle = min(300, nb // 2) - 1
+    if not avoid_jumps or nb < 3:
+        return middle
+    X = Fg.reshape(-1, nb).astype(np.float64)
+    X = X / np.maximum(np.linalg.norm(X, axis=0), 1e-12)
+    c = (X[:, 1:] * X[:, :-1]).sum(axis=0)  # c[t - 1] = corr(batch t, batch t - 1)
+    score = np.minimum(np.r_[c[0], c], np.r_[c, c[-1]])
+    typical = np.median(score)
+    if score[middle] >= 0.75 * typical:
+        return middle
+    order = np.argsort(np.abs(np.arange(nb) - middle), kind="stable")  # nearest first, earlier
+    chosen = int(next(t for t in order if score[t] >= typical))
+    logger.info("datashift: batch %d (the original's first target) straddles a jump (correlation "
+                "with its neighbours %.2f, typical %.2f); registering to batch %d first",
+                middle + 1, score[middle], typical, chosen + 1)
+    return chosen
+
+
+def _rigid(Fg: np.ndarray, *, avoid_jumps: bool) -> tuple[np.ndarray, np.ndarray]:
     """align_block2's iterative rigid registration by integer bin shifts: (dall (10, Nbatches)
     shifts per iteration, the last row left 0; Fg aligned by all but the last)."""
     nb = Fg.shape[2]
     dt = np.arange(-_RIGID_RANGE, _RIGID_RANGE + 1)
-    F0 = Fg[:, :, min(300, nb // 2) - 1]  # a single batch as the first target
+    F0 = Fg[:, :, first_target(Fg, avoid_jumps=avoid_jumps)]  # a single batch as the first target
     dall = np.zeros((_RIGID_ITERS, nb))
     for it in range(_RIGID_ITERS - 1):  # the last iteration's estimate is never used
         best = dt[np.argmax(_xcorr_by_shift(Fg, F0, dt), axis=0)]
@@ -161,11 +194,13 @@ def _block_ranges(n_bins: int, nblocks: int) -> list[slice]:
     return [slice(f - 1, f + width) for f in first]
 
 
-def align_block2(*, F: np.ndarray, ysamp: np.ndarray, nblocks: int):
+def align_block2(*, F: np.ndarray, ysamp: np.ndarray, nblocks: int, avoid_jumps: bool = False):
     """Drift estimate from per-batch spike histograms (align_block2.m of v2.5.2).
 
     F: (n_depth_bins, n_amplitude_bins, Nbatches) counts; ysamp (n_depth_bins,) bin depths (um);
     nblocks: 1 rigid, > 1 non-rigid (2*nblocks-1 overlapping blocks).
+    avoid_jumps: first register to a batch without a jump in it (:func:`first_target`); False:
+    the original's middle batch.
     Returns imin (Nbatches, n_blocks) shifts in bins (0.1-bin resolution), yblk (n_blocks,) block
     centres (um), F0 (the mean-subtracted target after rigid alignment), F0m (the raw histograms
     averaged after rigid alignment; batches shifted by more than 5 bins are left unshifted there,
@@ -175,7 +210,7 @@ def align_block2(*, F: np.ndarray, ysamp: np.ndarray, nblocks: int):
         raise ValueError(f"align_block2 needs (depth, amplitude, batches >= 2) histograms, got {F.shape}")
     Fg = np.asarray(F, np.float32)
     Fg = Fg - Fg.mean(axis=0, dtype=np.float32)
-    dall, Fg = _rigid(Fg)
+    dall, Fg = _rigid(Fg, avoid_jumps=avoid_jumps)
     F0 = Fg.mean(axis=2, dtype=np.float32)
     blocks = _block_ranges(F.shape[0], nblocks)
     dt = np.arange(-_BLOCK_RANGE, _BLOCK_RANGE + 1)

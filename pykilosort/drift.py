@@ -73,7 +73,8 @@ def datashift_step(ctx) -> dict:
     logger.info("drift: %d generic-template detections in %d batches", spikes["time"].size,
                 nbatch)
     est = estimate_drift(spikes, yc=probe.yc, groups=groups, n_batches=nbatch,
-                         nblocks=p.nblocks, spk_th=p.genericSpkTh)
+                         nblocks=p.nblocks, spk_th=p.genericSpkTh,
+                         avoid_jumps=not p.matlab_compat)
     iorig = np.argsort(est["dshift"].mean(axis=1), kind="stable")  # sort(mean(dshift, 2))
     path = ctx.output_path("proc_shifted", ".dat")
     shift_proc_file(ctx, dst=path, dshift=est["dshift"], yblk=est["yblk"],
@@ -96,7 +97,7 @@ def st0_matrix(spikes: dict) -> np.ndarray:
 
 
 def estimate_drift(spikes: dict, *, yc, groups, n_batches: int, nblocks: int,
-                   spk_th: float) -> dict:
+                   spk_th: float, avoid_jumps: bool = True) -> dict:
     """Per group: histograms, then align_block2. dshift (Nbatch, n_blocks) um (imin * 5),
     yblk (n_blocks,) um, dshift_group (n_blocks,); and per group the histograms F and
     align_block2's targets F0, F0m (None where there was nothing to register)."""
@@ -106,7 +107,8 @@ def estimate_drift(spikes: dict, *, yc, groups, n_batches: int, nblocks: int,
         sel = spikes["group"] == g
         r = _group_drift(depths=spikes["depth"][sel], amps=spikes["amplitude"][sel],
                          batches=spikes["batch"][sel], ymin=yc[chans].min(),
-                         n_batches=n_batches, nblocks=nblocks, spk_th=spk_th, group=g)
+                         n_batches=n_batches, nblocks=nblocks, spk_th=spk_th, group=g,
+                         avoid_jumps=avoid_jumps)
         cols.append(r["dshift"]), yblks.append(r["yblk"])
         owner.append(np.full(r["yblk"].size, g))
         for k in hist:
@@ -115,7 +117,7 @@ def estimate_drift(spikes: dict, *, yc, groups, n_batches: int, nblocks: int,
             "dshift_group": np.concatenate(owner), **hist}
 
 
-def _group_drift(*, depths, amps, batches, ymin, n_batches, nblocks, spk_th, group):
+def _group_drift(*, depths, amps, batches, ymin, n_batches, nblocks, spk_th, group, avoid_jumps):
     if n_batches < 2 or depths.size == 0:
         why = "one batch" if n_batches < 2 else "no spikes detected"
         logger.warning("drift: %s in channel group %d; its drift is taken as 0", why, group)
@@ -124,7 +126,7 @@ def _group_drift(*, depths, amps, batches, ymin, n_batches, nblocks, spk_th, gro
     F, ysamp = drift_histograms(depths=depths, amplitudes=amps, batches=batches,
                                 n_batches=n_batches, ymin=ymin, spk_th=spk_th)
     nb = _blocks_that_fit(F.shape[0], nblocks, group)
-    imin, yblk, F0, F0m = align_block2(F=F, ysamp=ysamp, nblocks=nb)
+    imin, yblk, F0, F0m = align_block2(F=F, ysamp=ysamp, nblocks=nb, avoid_jumps=avoid_jumps)
     return {"dshift": imin * _DEPTH_BIN, "yblk": yblk, "F": F, "F0": F0, "F0m": F0m}
 
 
