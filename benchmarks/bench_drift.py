@@ -29,13 +29,13 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import run_json_child, write_result  # noqa: E402
+from recordings import write_recording  # noqa: E402
 
 NT = 65536 - 64  # v2.5's batch; passed explicitly so every mode cuts the same batches
 MODES = {  # name -> run() parameters
@@ -56,7 +56,7 @@ meta, mode, out = json.loads(open(sys.argv[1]).read()), json.loads(sys.argv[2]),
 stop = mode.pop("stop_after", None)
 t0 = time.perf_counter()
 ctx = run(meta["bin"], probe=meta["probe_json"], dir_path=out, device="cpu", fs=meta["fs"],
-          NT=meta["NT"], stop_after=stop, **mode)
+          stop_after=stop, **mode)
 wall = time.perf_counter() - t0
 steps = {k: v["wall_s"] for k, v in ctx.read_manifest()["steps"].items()}
 arrays = {}
@@ -72,66 +72,11 @@ print(json.dumps({"wall_s": wall, "steps_s": steps}))
 """
 
 
-def neuropixels_like_probe(channels: int):
-    """Neuropixels 1.0 layout: 4 columns 16 um apart, two contacts per 20 um row, alternate rows
-    shifted (columns at 40 um pitch, every other one offset by 20 um)."""
-    from probeinterface import generate_multi_columns_probe
-
-    probe = generate_multi_columns_probe(num_columns=4, num_contact_per_column=channels // 4,
-                                         xpitch=16, ypitch=40, y_shift_per_column=[0, 20, 0, 20],
-                                         contact_shapes="square", contact_shape_params={"width": 12})
-    probe.set_device_channel_indices(np.arange(channels))
-    return probe
-
-
-def drift_kwargs(case: str) -> dict:
-    """The motion; its random bump times follow generate_drifting_recording's seed."""
-    if case == "rigid":
-        motion = dict(drift_mode="zigzag", non_rigid_gradient=None, t_start_drift=10.0,
-                      t_end_drift=None, period_s=60)
-        half = 20.0
-    elif case == "bump":
-        motion = dict(drift_mode="bump", non_rigid_gradient=0.4, t_start_drift=10.0,
-                      t_end_drift=None, bump_interval_s=(15.0, 30.0))
-        half = 15.0
-    else:
-        raise ValueError(case)
-    return dict(displacement_sampling_frequency=5.0, drift_start_um=[0, half],
-                drift_stop_um=[0, -half], drift_step_um=1, motion_list=[motion])
-
-
 def make_recording(work: Path, *, case: str, channels: int, duration: float, seed: int) -> Path:
-    """Write the drifting recording, its probe and its ground truth once; returns the meta JSON."""
-    from probeinterface import write_probeinterface
-    from spikeinterface.generation import generate_drifting_recording
-
-    name = f"{case}{channels}_{int(duration)}s"
-    meta_path = work / f"{name}.json"
-    if meta_path.exists():
-        return meta_path
-    probe = neuropixels_like_probe(channels)
-    n_units = channels * 5 // 8  # 40 units on 64 channels, as in SpikeInterface's own benchmark
-    t0 = time.perf_counter()
-    _, drifting, truth, extra = generate_drifting_recording(
-        num_units=n_units, duration=duration, probe=probe, seed=seed, extra_outputs=True,
-        generate_displacement_vector_kwargs=drift_kwargs(case))
-    saved = drifting.save(folder=work / name, dtype="int16", n_jobs=1, progress_bar=False,
-                          overwrite=True, chunk_duration="1s")
-    spikes = truth.to_spike_vector()
-    np.savez(work / f"{name}_truth.npz", times=spikes["sample_index"], units=spikes["unit_index"],
-             displacement_vectors=extra["displacement_vectors"],
-             displacement_unit_factor=extra["displacement_unit_factor"],
-             unit_locations=extra["unit_locations"],
-             displacement_fs=extra["displacement_sampling_frequency"])
-    probe_json = work / f"{name}_probe.json"
-    write_probeinterface(probe_json, probe)
-    meta = {"bin": str(saved.get_binary_description()["file_paths"][0]), "probe_json": str(probe_json),
-            "fs": drifting.sampling_frequency, "n_samples": drifting.get_num_samples(),
-            "duration_s": duration, "case": case, "channels": channels, "units": n_units,
-            "seed": seed, "NT": NT, "truth": str(work / f"{name}_truth.npz"),
-            "generate_s": time.perf_counter() - t0}
-    meta_path.write_text(json.dumps(meta))
-    return meta_path
+    """The drifting recording (recordings.write_recording), 40 units on 64 channels as in
+    SpikeInterface's own benchmark."""
+    return write_recording(work, case=case, channels=channels, duration=duration, seed=seed,
+                           n_units=channels * 5 // 8)
 
 
 def imposed_displacement(truth, times_s: np.ndarray, depths: np.ndarray) -> np.ndarray:
@@ -183,7 +128,7 @@ def units_recovered(truth, times, clusters, fs: float) -> dict:
 
 
 def run_mode(meta_path: Path, meta: dict, name: str, *, estimate_only: bool) -> dict:
-    mode = dict(MODES[name], **({"stop_after": "datashift"} if estimate_only else {}))
+    mode = dict(MODES[name], NT=NT, **({"stop_after": "datashift"} if estimate_only else {}))
     truth = np.load(meta["truth"])
     with tempfile.TemporaryDirectory(dir=Path(meta["bin"]).parent.parent) as tmp:
         try:
@@ -260,7 +205,8 @@ def main():
                                        duration=args.duration, seed=channels + len(case))
             meta = json.loads(meta_path.read_text())
             estimate_only = channels in args.estimate_only_channels
-            row = {k: meta[k] for k in ("case", "channels", "duration_s", "units", "seed", "NT")}
+            row = {k: meta[k] for k in ("case", "channels", "duration_s", "units", "seed")}
+            row["NT"] = NT
             row["estimate_only"] = estimate_only
             row["modes"] = {name: run_mode(meta_path, meta, name, estimate_only=estimate_only)
                             for name in modes_for(case, estimate_only)}

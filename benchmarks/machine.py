@@ -20,6 +20,65 @@ def run_json_child(code: str, *args: str, python: str | None = None) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _tree_rss_bytes(root: int) -> int:
+    """Resident memory of ``root`` and all its descendants (Linux /proc), 0 once it is gone."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # the process ended while we looked
+            children.setdefault(ppid, []).append(int(entry))
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def run_limited(cmd: list[str], *, timeout_s: float, env: dict | None = None,
+                sample_s: float = 0.25) -> dict:
+    """Run ``cmd`` in its own process group under a wall-clock limit, sampling the resident
+    memory of its whole process tree (sorters that fork workers are measured in full).
+
+    Returns returncode (None on timeout), timed_out, wall_s (outer, start-up included),
+    peak_tree_rss_mib, and the tails of stdout and stderr. A timed-out tree is killed."""
+    import signal
+    import time
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env,
+                                start_new_session=True)
+        peak, timed_out = 0, False
+        while proc.poll() is None:
+            peak = max(peak, _tree_rss_bytes(proc.pid))
+            if time.perf_counter() - t0 > timeout_s:
+                timed_out = True
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                break
+            time.sleep(sample_s)
+        try:  # workers a finished sorter left behind must not run on into the next one
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        wall = time.perf_counter() - t0
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    return {"returncode": None if timed_out else proc.returncode, "timed_out": timed_out,
+            "outer_wall_s": wall, "peak_tree_rss_mib": peak / 2**20,
+            "stdout_tail": stdout[-4000:], "stderr_tail": stderr[-4000:]}
+
+
 def describe() -> dict:
     info = {"python": platform.python_version(), "platform": platform.platform(),
             "cpu_count": os.cpu_count(), "processor": platform.processor()}

@@ -1,0 +1,160 @@
+"""Tables and figures of a bench_peers.py result.
+
+    python benchmarks/plot_peers.py RESULT.json [--figures DIR]
+
+Prints the markdown tables of benchmarks/results/README.md ("Peers", "Where we lose") and writes
+``<stem>_accuracy_vs_snr.png`` (accuracy of every ground-truth unit against its SNR, a panel per
+recording) and ``<stem>_cost.png`` (x real time and peak memory against channel count and
+duration, static recordings) next to the result or in ``--figures``.
+"""
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+PEER = "pykilosort_ks2"  # wall-time ratios are against our Kilosort2 flow in the same run
+
+
+def label(row: dict) -> str:
+    return f"{row['case']} {row['channels']} ch {row['duration_s'] / 60:g} min"
+
+
+def results_table(rows: list) -> str:
+    lines = ["| recording | sorter | units >= 0.8 | false-positive / redundant (clusters) | "
+             "wall (s) | x real time | wall / pykilosort_ks2 | peak RSS (MiB) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        base = row["sorters"].get(PEER, {}).get("wall_s")
+        for name, res in row["sorters"].items():
+            if res["status"] != "ok":
+                why = (f"timed out at {res['limit_s']:.0f} s" if res["status"] == "timeout"
+                       else "failed: " + res["error"].strip().splitlines()[-1][:80])
+                lines.append(f"| {label(row)} | {name} | {why} | | | | | {res['peak_rss_mib']:.0f} |")
+                continue
+            lines.append("| {} | {} | {} of {} | {} / {} ({}) | {:.0f} | {:.2f} | {} | {:.0f} |".format(
+                label(row), name, res["units_ge_0.8"], row["units"], res["false_positive"],
+                res["redundant"], res["n_clusters"], res["wall_s"], res["x_realtime"],
+                f"{res['wall_s'] / base:.2f}" if base else "-", res["peak_rss_mib"]))
+    return "\n".join(lines)
+
+
+def summary_table(rows: list, fields=("units_ge_0.8", "false_positive")) -> str:
+    """A line per recording, a column per sorter: units >= 0.8 / false-positive units (or the
+    fields given), 'timeout' or 'failed' where a sorter gave no sorting."""
+    names = list(dict.fromkeys(n for r in rows for n in r["sorters"]))
+    lines = [f"| recording (units) | {' | '.join(names)} |", "|---|" + "---|" * len(names)]
+    for row in rows:
+        cells = []
+        for name in names:
+            res = row["sorters"].get(name)
+            if res is None:
+                cells.append("not run")
+            elif res["status"] != "ok":
+                cells.append(res["status"])
+            else:
+                cells.append(" / ".join(_fmt(res[f]) for f in fields))
+        lines.append(f"| {label(row)} ({row['units']}) | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.0f}" if abs(v) >= 100 else f"{v:.2f}"
+    return str(v)
+
+
+def losses_table(rows: list) -> str:
+    lines = ["| recording | ours | peer | units (ours / peer) | unit: SNR, rate (Hz), nearest unit "
+             "(um), max similarity, drift ptp (um), our accuracy, lost at: what became of it |",
+             "|---|---|---|---|---|"]
+    for row in rows:
+        for loss in row["where_we_lose"]:
+            units = "; ".join(
+                f"{m['unit']}: {m['snr']:.1f}, {m['firing_rate_hz']:.1f}, {m['nearest_unit_um']:.0f}, "
+                f"{m['max_similarity']:.2f}, {m['displacement_ptp_um']:.0f}, {m['our_accuracy']:.2f}, "
+                f"{m['lost_at']}: {m['fate']}" for m in loss["missed"])
+            lines.append(f"| {label(row)} | {loss['ours']} | {loss['peer']} | "
+                         f"{loss['ours_units']} / {loss['peer_units']} | {units} |")
+    return "\n".join(lines)
+
+
+def plot_accuracy(rows: list, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted({n for r in rows for n in r["sorters"]})
+    colors = dict(zip(names, plt.cm.tab10(np.linspace(0, 1, 10))))
+    fig, axes = plt.subplots(1, len(rows), figsize=(4.2 * len(rows), 3.8), squeeze=False,
+                             sharey=True)
+    for ax, row in zip(axes[0], rows):
+        snr = np.array(row["units_table"]["snr"])
+        order = np.argsort(snr)
+        for name, res in row["sorters"].items():
+            if res["status"] != "ok":
+                continue
+            acc = np.array(res["accuracy"])
+            ax.plot(snr[order], acc[order], ".-", ms=4, lw=0.7, color=colors[name],
+                    label=f"{name} ({res['units_ge_0.8']})")
+        ax.axhline(0.8, color="0.6", lw=0.6, ls="--")
+        ax.set(title=label(row), xlabel="SNR (ground-truth unit)", ylim=(-0.02, 1.02))
+        ax.legend(fontsize=6, loc="lower right")
+    axes[0, 0].set_ylabel("accuracy")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_cost(rows: list, path: Path) -> None:
+    """x real time and peak RSS against channels (static, shortest duration) and duration
+    (static, 64 channels); a panel pair is skipped when the result has a single point."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    static = [r for r in rows if r["case"] == "static"]
+    axes_of = {"channels": [r for r in static if r["duration_s"] == min(x["duration_s"] for x in static)],
+               "duration_s": [r for r in static if r["channels"] == 64]}
+    fig, axes = plt.subplots(2, 2, figsize=(9, 6.5), squeeze=False)
+    for col, (key, sel) in enumerate(axes_of.items()):
+        names = sorted({n for r in sel for n in r["sorters"]})
+        for name in names:
+            pts = sorted((r[key], r["sorters"][name]) for r in sel if name in r["sorters"]
+                         and r["sorters"][name]["status"] == "ok")
+            if not pts:
+                continue
+            x = [p[0] for p in pts]
+            axes[0, col].plot(x, [p[1]["x_realtime"] for p in pts], "o-", label=name)
+            axes[1, col].plot(x, [p[1]["peak_rss_mib"] for p in pts], "o-", label=name)
+        axes[0, col].set(xlabel=key, ylabel="x real time", yscale="log")
+        axes[1, col].set(xlabel=key, ylabel="peak RSS of the process tree (MiB)")
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("result", type=Path)
+    ap.add_argument("--figures", type=Path)
+    args = ap.parse_args()
+    result = json.loads(args.result.read_text())
+    rows = result["rows"]
+    folder = args.figures or args.result.parent
+    plot_accuracy(rows, folder / f"{args.result.stem}_accuracy_vs_snr.png")
+    plot_cost(rows, folder / f"{args.result.stem}_cost.png")
+    print(summary_table(rows))
+    print()
+    print(summary_table(rows, fields=("x_realtime", "peak_rss_mib")))
+    print()
+    print(results_table(rows))
+    print()
+    print(losses_table(rows))
+
+
+if __name__ == "__main__":
+    main()
