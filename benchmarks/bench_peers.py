@@ -13,9 +13,11 @@ Sorters (``peer_sorters.py``), each in a fresh process, one at a time, under a w
 failure or a timeout is a row of the result with the error's tail, never dropped.
 Scoring: ``compare_sorter_to_ground_truth`` (exhaustive ground truth, 0.4 ms): units at accuracy
 >= 0.8, false-positive units (best agreement < 0.2) and redundant units, accuracy per unit.
-Time: the sorter's own wall time (imports excluded) and x real time; memory: peak resident memory
-of the sorter's whole process tree, sampled every 0.25 s, or the kernel's exact peak of the
-sorter's main process (or its largest child) when that is higher.
+Time: the sorter's own wall time (imports excluded) and x real time; memory: the peak of the
+summed resident memory of the sorter's whole process tree, sampled every 0.25 s. Pages a forked
+worker shares with its parent count once per process, so for sorters that fork workers
+(SpikeInterface's n_jobs) this is an upper bound; the kernel's exact peak of the main process
+alone (``ru_maxrss_mib``) is kept beside it.
 Measurements already in ``--work`` (timings and spikes) are reused, so a long benchmark can be
 stopped and resumed; ``--fresh`` measures again. Scores are always recomputed from the spikes. The markdown table and the figures come from ``plot_peers.py``.
 """
@@ -156,8 +158,6 @@ def evaluate(res: dict, meta: dict, spikes_path: Path) -> dict:
     truth = NumpySorting.from_samples_and_labels([truth_npz["times"]], [truth_npz["units"]],
                                                  meta["fs"])
     z = np.load(spikes_path)
-    if "ru_maxrss_mib" in res:  # the exact peak of the main process, when above the samples
-        res["peak_rss_mib"] = round(max(res["peak_rss_mib"], res["ru_maxrss_mib"]), 1)
     res = {**res, **score(truth, z["times"], z["clusters"], meta["fs"])}
     if "good" in z.files:  # ours: the clusters set_cutoff/get_good_units call good
         keep = np.isin(z["clusters"], np.flatnonzero(z["good"]))

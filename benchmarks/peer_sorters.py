@@ -113,10 +113,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     func, kwargs = SORTERS[name]
     result = func(json.loads(meta_path.read_text()), out, **kwargs)
-    # the kernel's exact peak of this process and of its largest finished child: a floor under
-    # the harness's sampled figure of the whole tree, which a short peak can fall between
-    result["ru_maxrss_mib"] = max(resource.getrusage(who).ru_maxrss for who in
-                                  (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
+    # the kernel's exact peak of this process alone (children are left out: a forked child's
+    # figure counts the pages it shares with this process)
+    result["ru_maxrss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result, default=str), flush=True)
 
 
