@@ -22,20 +22,23 @@ def label(row: dict) -> str:
 
 def results_table(rows: list) -> str:
     lines = ["| recording | sorter | units >= 0.8 | false-positive / redundant (clusters) | "
-             "wall (s) | x real time | wall / pykilosort_ks2 | peak RSS (MiB) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "wall (s) | x real time | wall / pykilosort_ks2 | peak RSS, process tree (MiB) | "
+             "peak RSS, main process (MiB) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         base = row["sorters"].get(PEER, {}).get("wall_s")
         for name, res in row["sorters"].items():
             if res["status"] != "ok":
                 why = (f"timed out at {res['limit_s']:.0f} s" if res["status"] == "timeout"
                        else "failed: " + res["error"].strip().splitlines()[-1][:80])
-                lines.append(f"| {label(row)} | {name} | {why} | | | | | {res['peak_rss_mib']:.0f} |")
+                lines.append(f"| {label(row)} | {name} | {why} | | | | | {res['peak_rss_mib']:.0f} | |")
                 continue
-            lines.append("| {} | {} | {} of {} | {} / {} ({}) | {:.0f} | {:.2f} | {} | {:.0f} |".format(
+            main = res.get("ru_maxrss_mib")
+            lines.append("| {} | {} | {} of {} | {} / {} ({}) | {:.0f} | {:.2f} | {} | {:.0f} | {} |".format(
                 label(row), name, res["units_ge_0.8"], row["units"], res["false_positive"],
                 res["redundant"], res["n_clusters"], res["wall_s"], res["x_realtime"],
-                f"{res['wall_s'] / base:.2f}" if base else "-", res["peak_rss_mib"]))
+                f"{res['wall_s'] / base:.2f}" if base else "-", res["peak_rss_mib"],
+                f"{main:.0f}" if main else "-"))
     return "\n".join(lines)
 
 
