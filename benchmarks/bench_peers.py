@@ -17,7 +17,7 @@ Time: the sorter's own wall time (imports excluded) and x real time; memory: the
 summed resident memory of the sorter's whole process tree, sampled every 0.25 s. Pages a forked
 worker shares with its parent count once per process, so for sorters that fork workers
 (SpikeInterface's n_jobs) this is an upper bound; the kernel's exact peak of the main process
-alone (``ru_maxrss_mib``) is kept beside it.
+alone (``ru_maxrss_self_mib``) is kept beside it.
 Measurements already in ``--work`` (timings and spikes) are reused, so a long benchmark can be
 stopped and resumed; ``--fresh`` measures again. Scores are always recomputed from the spikes. The markdown table and the figures come from ``plot_peers.py``.
 """

@@ -115,7 +115,7 @@ def main() -> None:
     result = func(json.loads(meta_path.read_text()), out, **kwargs)
     # the kernel's exact peak of this process alone (children are left out: a forked child's
     # figure counts the pages it shares with this process)
-    result["ru_maxrss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["ru_maxrss_self_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result, default=str), flush=True)
 
 

@@ -33,7 +33,7 @@ def results_table(rows: list) -> str:
                        else "failed: " + res["error"].strip().splitlines()[-1][:80])
                 lines.append(f"| {label(row)} | {name} | {why} | | | | | {res['peak_rss_mib']:.0f} | |")
                 continue
-            main = res.get("ru_maxrss_mib")
+            main = res.get("ru_maxrss_self_mib")  # older results: self or largest child, not shown
             lines.append("| {} | {} | {} of {} | {} / {} ({}) | {:.0f} | {:.2f} | {} | {:.0f} | {} |".format(
                 label(row), name, res["units_ge_0.8"], row["units"], res["false_positive"],
                 res["redundant"], res["n_clusters"], res["wall_s"], res["x_realtime"],
