@@ -76,10 +76,18 @@ def losses_table(rows: list) -> str:
             units = "; ".join(
                 f"{m['unit']}: {m['snr']:.1f}, {m['firing_rate_hz']:.1f}, {m['nearest_unit_um']:.0f}, "
                 f"{m['max_similarity']:.2f}, {m['displacement_ptp_um']:.0f}, {m['our_accuracy']:.2f}, "
-                f"{m['lost_at']}: {m['fate']}" for m in loss["missed"])
+                f"{m['lost_at']}: {_fate(m)}" for m in loss["missed"])
             lines.append(f"| {label(row)} | {loss['ours']} | {loss['peer']} | "
                          f"{loss['ours_units']} / {loss['peer_units']} | {units} |")
     return "\n".join(lines)
+
+
+def _fate(m: dict) -> str:
+    """What became of a missed unit: after learning when it was lost there, and at the end."""
+    after_learn = m.get("fate_after_learn")
+    if m["lost_at"] == "learn" and after_learn and after_learn != m["fate"]:
+        return f"{after_learn} after learn, {m['fate']} at the end"
+    return m["fate"]
 
 
 def plot_accuracy(rows: list, path: Path) -> None:
