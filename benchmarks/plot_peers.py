@@ -107,7 +107,7 @@ def plot_accuracy(rows: list, path: Path) -> None:
             if res["status"] != "ok":
                 continue
             acc = np.array(res["accuracy"])
-            ax.plot(snr[order], acc[order], ".-", ms=4, lw=0.7, color=colors[name],
+            ax.plot(snr[order], acc[order], "o", ms=3.5, alpha=0.7, color=colors[name],
                     label=f"{name} ({res['units_ge_0.8']})")
         ax.axhline(0.8, color="0.6", lw=0.6, ls="--")
         ax.set(title=label(row), xlabel="SNR (ground-truth unit)", ylim=(-0.02, 1.02))
@@ -129,7 +129,10 @@ def plot_cost(rows: list, path: Path) -> None:
     static = [r for r in rows if r["case"] == "static"]
     axes_of = {"channels": [r for r in static if r["duration_s"] == min(x["duration_s"] for x in static)],
                "duration_s": [r for r in static if r["channels"] == 64]}
-    fig, axes = plt.subplots(2, 2, figsize=(9, 6.5), squeeze=False)
+    axes_of = {k: sel for k, sel in axes_of.items() if len({r[k] for r in sel}) > 1}
+    if not axes_of:
+        return
+    fig, axes = plt.subplots(2, len(axes_of), figsize=(4.5 * len(axes_of), 6.5), squeeze=False)
     for col, (key, sel) in enumerate(axes_of.items()):
         names = sorted({n for r in sel for n in r["sorters"]})
         for name in names:
