@@ -77,7 +77,14 @@ def _normalise(jobs) -> list[dict]:
             if not job.get(key):
                 raise ParameterError(f"job {i}: '{key}' is required (every job writes its "
                                      "results to its own output_dir).")
+        # absolute: a worker's current folder need not be ours
         job["output_dir"] = str(Path(job["output_dir"]).absolute())
+        dat = job["dat_path"]
+        job["dat_path"] = ([str(Path(p).absolute()) for p in dat] if isinstance(dat, (list, tuple))
+                           else str(Path(dat).absolute()))
+        probe = job.get("probe")
+        if isinstance(probe, (str, os.PathLike)) and Path(probe).suffix:
+            job["probe"] = str(Path(probe).absolute())
         job["params"] = dict(job.get("params") or {})
         job["name"] = job.get("name") or Path(job["output_dir"]).name
         if job["name"] in names:
