@@ -152,7 +152,7 @@ def first_target(Fg: np.ndarray, *, avoid_jumps: bool) -> int:
     Why: a batch during which the probe jumps holds the units at two depths; registered to it,
     the two positions both align at shift 0 and the whole estimate fails (measured on a
     SpikeInterface 'bump' recording whose middle batch straddles a 30 um step: drift r -0.12
-    against the imposed motion, 0.99 with this choice; benchmarks/results/README.md)."""
+    against the imposed motion, 0.93 with this choice; benchmarks/results/README.md)."""
     nb = Fg.shape[2]
     middle = min(300, nb // 2) - 1
     if not avoid_jumps or nb < 3:

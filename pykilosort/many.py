@@ -140,10 +140,11 @@ class _PeakRss:
         try:
             with open("/proc/self/statm") as f:
                 return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except OSError:  # not Linux: the lifetime peak is the best we have
-            import resource
+        except OSError:  # not Linux: the process's lifetime peak is the best we have
+            from .logs import peak_rss_mib  # ru_maxrss in the platform's unit; NaN on Windows
 
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            mib = peak_rss_mib()
+            return 0 if mib != mib else int(mib * 2**20)
 
     def _sample(self):
         while not self._stop.wait(self.interval_s):
