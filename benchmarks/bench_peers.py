@@ -6,18 +6,20 @@ unit's properties and the step of ours that lost it.
     VENV/bin/python benchmarks/bench_peers.py [--recordings static:64:120 rigid:64:120 ...]
         [--sorters pykilosort_ks2 kilosort4 ...] [--gpu] [--work DIR] [--out FILE.json]
 
-Recordings (``recordings.py``): ``CASE:CHANNELS:SECONDS`` with CASE static, rigid or bump; 15
-units per 32 channels; seed = channels + seconds + the case's index, recorded in the JSON.
+Recordings (``recordings.py``): ``CASE:CHANNELS:SECONDS[:SEED]`` with CASE static, rigid or bump;
+15 units per 32 channels; seed by default channels + seconds + the case's index, recorded in the
+JSON (``static:64:600:184`` is the units of ``static:64:120`` recorded for 10 minutes).
 Sorters (``peer_sorters.py``), each in a fresh process, one at a time, under a wall-clock limit
 (``--limit-x-realtime``: a sorter slower than that is stopped and reported as timed out). A
 failure or a timeout is a row of the result with the error's tail, never dropped.
 Scoring: ``compare_sorter_to_ground_truth`` (exhaustive ground truth, 0.4 ms): units at accuracy
 >= 0.8, false-positive units (best agreement < 0.2) and redundant units, accuracy per unit.
-Time: the sorter's own wall time (imports excluded) and x real time; memory: the peak of the
-summed resident memory of the sorter's whole process tree, sampled every 0.25 s. Pages a forked
-worker shares with its parent count once per process, so for sorters that fork workers
-(SpikeInterface's n_jobs) this is an upper bound; the kernel's exact peak of the main process
-alone (``ru_maxrss_self_mib``) is kept beside it.
+Time: the sorter's own wall time (imports excluded) and x real time; memory, sampled every
+0.25 s over the sorter's whole process tree: the peak of the summed proportional set size
+(``peak_pss_mib``: a page shared by a parent and its forked workers counts once, split between
+them) and of the summed resident memory (``peak_rss_mib``: shared pages count once per process,
+an upper bound for sorters that fork workers, such as SpikeInterface's n_jobs); the kernel's
+exact peak of the main process alone (``ru_maxrss_self_mib``) is kept beside them.
 Measurements already in ``--work`` (timings and spikes) are reused, so a long benchmark can be
 stopped and resumed; ``--fresh`` measures again. Scores are always recomputed from the spikes. The markdown table and the figures come from ``plot_peers.py``.
 """
@@ -43,18 +45,27 @@ CPU_SORTERS = OURS + ("kilosort4", "spykingcircus2", "tridesclous2", "tridesclou
                       "mountainsort5")
 GPU_SORTERS = ("pykilosort_ks2_cuda", "pykilosort_ks25_cuda", "kilosort4_cuda")
 # The committed CPU table (benchmarks/results/README.md, "Peers")
-DEFAULT_RECORDINGS = ("static:64:120", "rigid:64:120", "bump:64:120", "static:32:120")
+DEFAULT_RECORDINGS = ("static:64:120", "rigid:64:120", "bump:64:120", "static:32:120",
+                      "static:128:120", "static:384:120")
 
 
 def parse_recording(spec: str) -> dict:
+    """CASE:CHANNELS:SECONDS[:SEED]; the default seed is CHANNELS + SECONDS + the case's index.
+    The same seed at another duration gives the same units (templates, positions, rates) with
+    new spike trains."""
     try:
-        case, channels, seconds = spec.split(":")
+        case, channels, seconds, *seed = spec.split(":")
         rec = {"case": case, "channels": int(channels), "duration": float(seconds)}
+        if len(seed) > 1:
+            raise ValueError
+        rec["seed"] = int(seed[0]) if seed else None
     except ValueError:
-        raise SystemExit(f"recording {spec!r}: expected CASE:CHANNELS:SECONDS, e.g. static:64:120")
+        raise SystemExit(f"recording {spec!r}: expected CASE:CHANNELS:SECONDS[:SEED], "
+                         "e.g. static:64:120")
     if rec["case"] not in CASES or rec["channels"] % 32:
         raise SystemExit(f"recording {spec!r}: CASE is one of {CASES}, CHANNELS a multiple of 32")
-    rec["seed"] = rec["channels"] + int(rec["duration"]) + CASES.index(rec["case"])
+    if rec["seed"] is None:
+        rec["seed"] = rec["channels"] + int(rec["duration"]) + CASES.index(rec["case"])
     rec["n_units"] = rec["channels"] * 15 // 32
     return rec
 
@@ -136,6 +147,7 @@ def measure(name: str, meta_path: Path, meta: dict, *, limit_s: float, scratch: 
         proc = run_limited([sys.executable, str(HERE / "peer_sorters.py"), name, str(meta_path), tmp],
                            timeout_s=limit_s, env=env)
         res = {"peak_rss_mib": round(proc["peak_tree_rss_mib"], 1),
+               "peak_pss_mib": round(proc["peak_tree_pss_mib"], 1),
                "outer_wall_s": round(proc["outer_wall_s"], 1)}
         if proc["timed_out"]:
             return {**res, "status": "timeout", "limit_s": limit_s}

@@ -20,8 +20,8 @@ def run_json_child(code: str, *args: str, python: str | None = None) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _tree_rss_bytes(root: int) -> int:
-    """Resident memory of ``root`` and all its descendants (Linux /proc), 0 once it is gone."""
+def _tree_pids(root: int) -> list[int]:
+    """``root`` and all its descendants (Linux /proc)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -31,16 +31,30 @@ def _tree_rss_bytes(root: int) -> int:
             except (OSError, IndexError, ValueError):
                 continue  # the process ended while we looked
             children.setdefault(ppid, []).append(int(entry))
-    total, todo = 0, [root]
+    pids, todo = [], [root]
     while todo:
         pid = todo.pop()
+        pids.append(pid)
         todo.extend(children.get(pid, []))
-        try:
-            with open(f"/proc/{pid}/statm") as f:
-                total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, IndexError, ValueError):
-            pass
-    return total
+    return pids
+
+
+def _process_memory_bytes(pid: int) -> tuple[int, int]:
+    """(resident, proportional) set size of one process; (0, 0) once it is gone. The
+    proportional size divides each shared page among the processes that map it, so a sum over
+    a parent and its forked workers counts every page once."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            kib = dict(line.split()[:2] for line in f if line.startswith(("Rss:", "Pss:")))
+        return int(kib["Rss:"]) * 1024, int(kib["Pss:"]) * 1024
+    except (OSError, KeyError, ValueError):
+        return 0, 0
+
+
+def _tree_memory_bytes(root: int) -> tuple[int, int]:
+    """Summed (resident, proportional) set size of ``root`` and its descendants."""
+    sizes = [_process_memory_bytes(pid) for pid in _tree_pids(root)]
+    return sum(s[0] for s in sizes), sum(s[1] for s in sizes)
 
 
 def run_limited(cmd: list[str], *, timeout_s: float, env: dict | None = None,
@@ -49,7 +63,10 @@ def run_limited(cmd: list[str], *, timeout_s: float, env: dict | None = None,
     memory of its whole process tree (sorters that fork workers are measured in full).
 
     Returns returncode (None on timeout), timed_out, wall_s (outer, start-up included),
-    peak_tree_rss_mib, and the tails of stdout and stderr. A timed-out tree is killed."""
+    peak_tree_rss_mib (resident memory summed over the tree: pages shared by forked workers
+    count once per process, an upper bound), peak_tree_pss_mib (proportional set size summed
+    over the tree: each page counted once, the tree's true footprint), and the tails of stdout
+    and stderr. A timed-out tree is killed."""
     import signal
     import time
 
@@ -57,9 +74,10 @@ def run_limited(cmd: list[str], *, timeout_s: float, env: dict | None = None,
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env,
                                 start_new_session=True)
-        peak, timed_out = 0, False
+        peak, peak_pss, timed_out = 0, 0, False
         while proc.poll() is None:
-            peak = max(peak, _tree_rss_bytes(proc.pid))
+            rss, pss = _tree_memory_bytes(proc.pid)
+            peak, peak_pss = max(peak, rss), max(peak_pss, pss)
             if time.perf_counter() - t0 > timeout_s:
                 timed_out = True
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -76,6 +94,7 @@ def run_limited(cmd: list[str], *, timeout_s: float, env: dict | None = None,
         stdout, stderr = out.read(), err.read()
     return {"returncode": None if timed_out else proc.returncode, "timed_out": timed_out,
             "outer_wall_s": wall, "peak_tree_rss_mib": peak / 2**20,
+            "peak_tree_pss_mib": peak_pss / 2**20,
             "stdout_tail": stdout[-4000:], "stderr_tail": stderr[-4000:]}
 
 

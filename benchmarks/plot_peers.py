@@ -1,11 +1,12 @@
 """Tables and figures of a bench_peers.py result.
 
-    python benchmarks/plot_peers.py RESULT.json [--figures DIR]
+    python benchmarks/plot_peers.py RESULT.json [MORE.json ...] [--figures DIR]
 
 Prints the markdown tables of benchmarks/results/README.md ("Peers", "Where we lose") and writes
 ``<stem>_accuracy_vs_snr.png`` (accuracy of every ground-truth unit against its SNR, a panel per
 recording) and ``<stem>_cost.png`` (x real time and peak memory against channel count and
-duration, static recordings) next to the result or in ``--figures``.
+duration, static recordings) next to the (first) result or in ``--figures``. Several results
+(for instance a run of a subset of the sorters on long recordings) are shown as one.
 """
 import argparse
 import json
@@ -16,35 +17,48 @@ import numpy as np
 PEER = "pykilosort_ks2"  # wall-time ratios are against our Kilosort2 flow in the same run
 
 
+def memory_mib(res: dict) -> float:
+    """Peak memory of a run's process tree: the proportional set size where it was measured
+    (every page once), else the summed resident memory (an upper bound for forking sorters)."""
+    return res.get("peak_pss_mib") or res["peak_rss_mib"]
+
+
+def _memory_cell(res: dict) -> str:
+    """'PSS' alone, or 'RSS*' for runs measured before the harness sampled PSS."""
+    return f"{res['peak_pss_mib']:.0f}" if res.get("peak_pss_mib") else f"{res['peak_rss_mib']:.0f}*"
+
+
 def label(row: dict) -> str:
     return f"{row['case']} {row['channels']} ch {row['duration_s'] / 60:g} min"
 
 
 def results_table(rows: list) -> str:
     lines = ["| recording | sorter | units >= 0.8 | false-positive / redundant (clusters) | "
-             "wall (s) | x real time | wall / pykilosort_ks2 | peak RSS, process tree (MiB) | "
-             "peak RSS, main process (MiB) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "wall (s) | x real time | wall / pykilosort_ks2 | peak PSS, process tree (MiB) | "
+             "peak RSS, process tree (MiB) | peak RSS, main process (MiB) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         base = row["sorters"].get(PEER, {}).get("wall_s")
         for name, res in row["sorters"].items():
             if res["status"] != "ok":
                 why = (f"timed out at {res['limit_s']:.0f} s" if res["status"] == "timeout"
                        else "failed: " + res["error"].strip().splitlines()[-1][:80])
-                lines.append(f"| {label(row)} | {name} | {why} | | | | | {res['peak_rss_mib']:.0f} | |")
+                lines.append(f"| {label(row)} | {name} | {why} | | | | | {_memory_cell(res)} | "
+                             f"{res['peak_rss_mib']:.0f} | |")
                 continue
             main = res.get("ru_maxrss_self_mib")  # older results: self or largest child, not shown
-            lines.append("| {} | {} | {} of {} | {} / {} ({}) | {:.0f} | {:.2f} | {} | {:.0f} | {} |".format(
+            lines.append("| {} | {} | {} of {} | {} / {} ({}) | {:.0f} | {:.2f} | {} | {} | {:.0f} | {} |".format(
                 label(row), name, res["units_ge_0.8"], row["units"], res["false_positive"],
                 res["redundant"], res["n_clusters"], res["wall_s"], res["x_realtime"],
-                f"{res['wall_s'] / base:.2f}" if base else "-", res["peak_rss_mib"],
-                f"{main:.0f}" if main else "-"))
+                f"{res['wall_s'] / base:.2f}" if base else "-", _memory_cell(res),
+                res["peak_rss_mib"], f"{main:.0f}" if main else "-"))
     return "\n".join(lines)
 
 
 def summary_table(rows: list, fields=("units_ge_0.8", "false_positive")) -> str:
     """A line per recording, a column per sorter: units >= 0.8 / false-positive units (or the
-    fields given), 'timeout' or 'failed' where a sorter gave no sorting."""
+    fields given; "memory": peak PSS, or RSS* where PSS was not measured), 'timeout' or 'failed'
+    where a sorter gave no sorting."""
     names = list(dict.fromkeys(n for r in rows for n in r["sorters"]))
     lines = [f"| recording (units) | {' | '.join(names)} |", "|---|" + "---|" * len(names)]
     for row in rows:
@@ -56,7 +70,8 @@ def summary_table(rows: list, fields=("units_ge_0.8", "false_positive")) -> str:
             elif res["status"] != "ok":
                 cells.append(res["status"])
             else:
-                cells.append(" / ".join(_fmt(res[f]) for f in fields))
+                cells.append(" / ".join(_memory_cell(res) if f == "memory" else _fmt(res[f])
+                                        for f in fields))
         lines.append(f"| {label(row)} ({row['units']}) | {' | '.join(cells)} |")
     return "\n".join(lines)
 
@@ -98,9 +113,13 @@ def plot_accuracy(rows: list, path: Path) -> None:
 
     names = sorted({n for r in rows for n in r["sorters"]})
     colors = dict(zip(names, plt.cm.tab10(np.linspace(0, 1, 10))))
-    fig, axes = plt.subplots(1, len(rows), figsize=(4.2 * len(rows), 3.8), squeeze=False,
+    ncols = min(4, len(rows))
+    nrows = -(-len(rows) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.8 * nrows), squeeze=False,
                              sharey=True)
-    for ax, row in zip(axes[0], rows):
+    for ax in axes.flat[len(rows):]:
+        ax.set_visible(False)
+    for ax, row in zip(axes.flat, rows):
         snr = np.array(row["units_table"]["snr"])
         order = np.argsort(snr)
         for name, res in row["sorters"].items():
@@ -112,7 +131,8 @@ def plot_accuracy(rows: list, path: Path) -> None:
         ax.axhline(0.8, color="0.6", lw=0.6, ls="--")
         ax.set(title=label(row), xlabel="SNR (ground-truth unit)", ylim=(-0.02, 1.02))
         ax.legend(fontsize=6, loc="lower right")
-    axes[0, 0].set_ylabel("accuracy")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("accuracy")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -142,9 +162,10 @@ def plot_cost(rows: list, path: Path) -> None:
                 continue
             x = [p[0] for p in pts]
             axes[0, col].plot(x, [p[1]["x_realtime"] for p in pts], "o-", label=name)
-            axes[1, col].plot(x, [p[1]["peak_rss_mib"] for p in pts], "o-", label=name)
+            axes[1, col].plot(x, [memory_mib(p[1]) for p in pts], "o-", label=name)
         axes[0, col].set(xlabel=key, ylabel="x real time", yscale="log")
-        axes[1, col].set(xlabel=key, ylabel="peak RSS of the process tree (MiB)")
+        axes[1, col].set(xlabel=key, ylabel="peak memory of the process tree (MiB)",
+                         yscale="log")
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -153,17 +174,17 @@ def plot_cost(rows: list, path: Path) -> None:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("result", type=Path)
+    ap.add_argument("results", type=Path, nargs="+")
     ap.add_argument("--figures", type=Path)
     args = ap.parse_args()
-    result = json.loads(args.result.read_text())
-    rows = result["rows"]
-    folder = args.figures or args.result.parent
-    plot_accuracy(rows, folder / f"{args.result.stem}_accuracy_vs_snr.png")
-    plot_cost(rows, folder / f"{args.result.stem}_cost.png")
+    rows = [row for path in args.results for row in json.loads(path.read_text())["rows"]]
+    first = args.results[0]
+    folder = args.figures or first.parent
+    plot_accuracy(rows, folder / f"{first.stem}_accuracy_vs_snr.png")
+    plot_cost(rows, folder / f"{first.stem}_cost.png")
     print(summary_table(rows))
     print()
-    print(summary_table(rows, fields=("x_realtime", "peak_rss_mib")))
+    print(summary_table(rows, fields=("x_realtime", "memory")))
     print()
     print(results_table(rows))
     print()

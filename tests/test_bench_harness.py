@@ -24,6 +24,27 @@ def test_memory_of_the_whole_process_tree_is_measured():
     assert 300 <= res["peak_tree_rss_mib"] < 600
 
 
+def test_pages_shared_with_forked_workers_count_once_in_pss():
+    # a parent fills 200 MiB, then forks two workers that only read it: the summed resident
+    # memory counts the pages three times, the proportional set size once
+    code = textwrap.dedent("""
+        import os, time
+        b = bytearray(200 * 2**20); b[::4096] = b'x' * len(b[::4096])
+        pids = []
+        for _ in range(2):
+            pid = os.fork()
+            if pid == 0:
+                sum(b[::4096]); time.sleep(2); os._exit(0)
+            pids.append(pid)
+        for pid in pids:
+            os.waitpid(pid, 0)
+    """)
+    res = run_limited([sys.executable, "-c", code], timeout_s=60, sample_s=0.1)
+    assert res["returncode"] == 0
+    assert 600 <= res["peak_tree_rss_mib"] < 800
+    assert 200 <= res["peak_tree_pss_mib"] < 300
+
+
 def test_a_sorter_past_its_limit_is_killed_with_its_workers(tmp_path):
     pid_file = tmp_path / "grandchild.pid"
     code = textwrap.dedent(f"""
@@ -57,7 +78,8 @@ def test_failures_keep_their_error_text():
     assert res["returncode"] == 1 and "probe has 3 channels" in res["stderr_tail"]
 
 
-@pytest.mark.parametrize("spec", ["static:64", "drifty:64:120", "static:60:120", "static:x:120"])
+@pytest.mark.parametrize("spec", ["static:64", "drifty:64:120", "static:60:120", "static:x:120",
+                                  "static:64:120:x", "static:64:120:1:2"])
 def test_bad_recording_specs_are_refused(spec):
     with pytest.raises(SystemExit, match="recording"):
         bench_peers.parse_recording(spec)
@@ -68,6 +90,8 @@ def test_recording_specs_give_units_and_distinct_seeds():
     b = bench_peers.parse_recording("rigid:64:120")
     assert (a["n_units"], a["channels"], a["duration"]) == (30, 64, 120.0)
     assert a["seed"] != b["seed"]
+    longer = bench_peers.parse_recording(f"static:64:600:{a['seed']}")  # same units, longer
+    assert (longer["seed"], longer["duration"], longer["n_units"]) == (a["seed"], 600.0, 30)
 
 
 def _result(acc, lost=None):
@@ -107,3 +131,55 @@ def test_fate_tells_split_mixed_and_undetected_units_apart():
                                        exhaustive_gt=True)
     assert [bench_peers.fate(c, u) for u in range(4)] == ["split over 2", "mixed", "mixed",
                                                            "undetected"]
+
+
+def _refractory_train(rng, *, rate_hz, duration_s, refractory_s=0.004):
+    """(n,) sorted spike times (s) of a Poisson train with a dead time."""
+    isi = rng.exponential(1 / rate_hz, int(rate_hz * duration_s * 1.5)) + refractory_s
+    t = np.cumsum(isi)
+    return t[t < duration_s]
+
+
+@pytest.mark.parametrize("duration_s, verdict", [(120.0, "R fails"), (1200.0, "merge")])
+def test_a_split_refractory_unit_is_merged_only_when_the_recording_is_long(duration_s, verdict):
+    # one 5-Hz neuron split in two halves at random: never two spikes within 4 ms, yet with 300
+    # spikes a piece over 2 minutes too few coincidences are expected by chance for find_merges'
+    # R test to call the gap significant; over 20 minutes it is
+    import why_split
+
+    rng = np.random.default_rng(3)
+    t = _refractory_train(rng, rate_hz=5.0, duration_s=duration_s)
+    half = rng.random(t.size) < 0.5
+    times_s = {0: t[half], 1: t[~half]}
+    sim, mu = np.array([[1.0, 0.8], [0.8, 1.0]]), np.array([20.0, 14.0])
+    res = why_split.pair_tests({"cluster": 0}, {"cluster": 1}, times_s=times_s, sim=sim, mu=mu,
+                               duration_s=duration_s)
+    assert res["coincidences_within_refractory"] == 0 and res["Q"] < 0.2
+    assert res["merge_verdict"] == verdict
+    assert not res["triage_would_drop"]  # correlation 0.8 < 0.9: learning kept both templates
+    if verdict == "R fails":
+        assert 120 < res["needs_duration_s"] < 1200
+
+
+def test_pieces_are_the_clusters_that_hold_a_unit():
+    import why_split
+
+    unit = np.arange(100) * 1000
+    times = np.concatenate([unit[:60] + 3, unit[60:] - 2, unit + 500])  # 2 pieces and another unit
+    clusters = np.repeat([4, 7, 9], [60, 40, 100])
+    pieces = why_split.pieces_of(unit, times, clusters)
+    assert [(p["cluster"], p["unit_spikes"]) for p in pieces] == [(4, 60), (7, 40)]
+
+
+def test_peer_tables_show_pss_where_measured_and_timeouts():
+    import plot_peers
+
+    ok = {"status": "ok", "units_ge_0.8": 5, "false_positive": 1, "redundant": 0, "n_clusters": 7,
+          "wall_s": 60.0, "x_realtime": 2.0, "peak_rss_mib": 900.0}
+    row = {"case": "static", "channels": 64, "duration_s": 120.0, "units": 6, "sorters": {
+        "pykilosort_ks2": {**ok, "peak_pss_mib": 450.0},
+        "tridesclous2": ok,  # measured before PSS was sampled
+        "kilosort4": {"status": "timeout", "limit_s": 1200.0, "peak_rss_mib": 1500.0}}}
+    text = plot_peers.summary_table([row], fields=("x_realtime", "memory"))
+    assert "| 2.00 / 450 | 2.00 / 900* | timeout |" in text
+    assert "timed out at 1200 s" in plot_peers.results_table([row])
