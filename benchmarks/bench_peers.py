@@ -139,6 +139,19 @@ def step_losses(truth, z, fs: float) -> dict:
                                                           "best_precision")}}
 
 
+def failure_text(returncode: int, stderr: str) -> str:
+    """The error's tail; for a process killed by a signal (SIGKILL from the kernel's out-of-memory
+    killer leaves no traceback), the signal's name."""
+    import signal
+
+    text = stderr[-2500:]
+    if returncode < 0:
+        name = signal.Signals(-returncode).name
+        why = " (the out-of-memory killer sends this: see dmesg)" if name == "SIGKILL" else ""
+        text += f"\nkilled by {name}{why}"
+    return text.strip() or f"exit status {returncode}, no error text"
+
+
 def measure(name: str, meta_path: Path, meta: dict, *, limit_s: float, scratch: Path,
             spikes_path: Path) -> dict:
     """Run one sorter in a fresh process under the limit; its spikes are kept at spikes_path."""
@@ -152,7 +165,8 @@ def measure(name: str, meta_path: Path, meta: dict, *, limit_s: float, scratch: 
         if proc["timed_out"]:
             return {**res, "status": "timeout", "limit_s": limit_s}
         if proc["returncode"] != 0:
-            return {**res, "status": "failed", "error": proc["stderr_tail"][-2500:]}
+            return {**res, "status": "failed", "returncode": proc["returncode"],
+                    "error": failure_text(proc["returncode"], proc["stderr_tail"])}
         res.update(json.loads(proc["stdout_tail"].strip().splitlines()[-1]), status="ok")
         res["x_realtime"] = meta["duration_s"] / res["wall_s"]
         spikes_path.parent.mkdir(parents=True, exist_ok=True)

@@ -183,3 +183,11 @@ def test_peer_tables_show_pss_where_measured_and_timeouts():
     text = plot_peers.summary_table([row], fields=("x_realtime", "memory"))
     assert "| 2.00 / 450 | 2.00 / 900* | timeout |" in text
     assert "timed out at 1200 s" in plot_peers.results_table([row])
+
+
+def test_a_sorter_killed_by_a_signal_says_so():
+    res = run_limited([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"],
+                      timeout_s=30)
+    assert res["returncode"] == -9
+    assert "killed by SIGKILL" in bench_peers.failure_text(res["returncode"], res["stderr_tail"])
+    assert bench_peers.failure_text(3, "") == "exit status 3, no error text"
