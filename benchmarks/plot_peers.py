@@ -25,7 +25,7 @@ def memory_mib(res: dict) -> float:
 
 def _memory_cell(res: dict) -> str:
     """'PSS' alone, or 'RSS*' for runs measured before the harness sampled PSS."""
-    return f"{res['peak_pss_mib']:.0f}" if res.get("peak_pss_mib") else f"{res['peak_rss_mib']:.0f}*"
+    return f"{memory_mib(res):.0f}" + ("" if res.get("peak_pss_mib") else "*")
 
 
 def label(row: dict) -> str:

@@ -36,21 +36,23 @@ TRIAGE_CC, TRIAGE_DMU = 0.9, 4 * np.sqrt(10)
 # 1-ms bins +-1..+-3 (lags below 3.5 ms) lie inside the dead time of recordings.py's trains
 # (spikeinterface's generate_sorting default, 4 ms)
 REFRACTORY_BINS = 3
-MATCH_SAMPLES = 12  # 0.4 ms at 30 kHz, as the benchmark's scoring
+MATCH_S = 0.4e-3  # a ground-truth spike and ours match within 0.4 ms, as in the benchmark's scoring
 
 
-def _matches(truth_times: np.ndarray, times: np.ndarray) -> np.ndarray:
-    """(n_truth,) index into ``times`` (sorted) of a spike within MATCH_SAMPLES, or -1."""
+def _matches(truth_times: np.ndarray, times: np.ndarray, tol: int) -> np.ndarray:
+    """(n_truth,) index into ``times`` (sorted samples) of a spike within ``tol`` samples, or -1."""
     pos = np.clip(np.searchsorted(times, truth_times), 1, times.size - 1)
     left, right = times[pos - 1], times[pos]
     best = np.where(np.abs(truth_times - left) <= np.abs(right - truth_times), pos - 1, pos)
-    return np.where(np.abs(times[best] - truth_times) <= MATCH_SAMPLES, best, -1)
+    return np.where(np.abs(times[best] - truth_times) <= tol, best, -1)
 
 
-def pieces_of(unit_times: np.ndarray, times: np.ndarray, clusters: np.ndarray) -> list[dict]:
-    """Clusters (precision >= 0.8 against this unit) holding >= 5% of its spikes."""
+def pieces_of(unit_times: np.ndarray, times: np.ndarray, clusters: np.ndarray, *,
+              fs: float) -> list[dict]:
+    """Clusters (precision >= 0.8 against this unit) holding >= 5% of its spikes; times in
+    samples at ``fs`` Hz."""
     order = np.argsort(times, kind="stable")
-    hit = _matches(unit_times, times[order])
+    hit = _matches(unit_times, times[order], int(round(MATCH_S * fs)))
     found = clusters[order][hit[hit >= 0]]
     out = []
     for k, n in zip(*np.unique(found, return_counts=True)):
@@ -99,8 +101,8 @@ def explain(ctx, meta: dict, units: list[int] | None) -> list[dict]:
     out = []
     for u in units if units is not None else range(int(truth["units"].max()) + 1):
         ut = np.sort(truth["times"][truth["units"] == u]).astype(np.int64)
-        pieces = pieces_of(ut, times, clusters)
-        end = pieces_of(ut, final_t, final_c)
+        pieces = pieces_of(ut, times, clusters, fs=fs)
+        end = pieces_of(ut, final_t, final_c, fs=fs)
         if units is None and (len(pieces) < 2 or (end and end[0]["unit_spikes"] >= 0.8 * ut.size)):
             continue
         pairs = [{"clusters": [a["cluster"], b["cluster"]],

@@ -167,7 +167,7 @@ def test_pieces_are_the_clusters_that_hold_a_unit():
     unit = np.arange(100) * 1000
     times = np.concatenate([unit[:60] + 3, unit[60:] - 2, unit + 500])  # 2 pieces and another unit
     clusters = np.repeat([4, 7, 9], [60, 40, 100])
-    pieces = why_split.pieces_of(unit, times, clusters)
+    pieces = why_split.pieces_of(unit, times, clusters, fs=30000.0)
     assert [(p["cluster"], p["unit_spikes"]) for p in pieces] == [(4, 60), (7, 40)]
 
 
