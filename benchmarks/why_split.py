@@ -29,10 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from pykilosort.correlograms import ccg
-from pykilosort.merges import MAX_Q, MAX_R, MIN_SIMILARITY
+from pykilosort.merges import MAX_Q, MAX_R, MIN_SIMILARITY, cluster_members
+from pykilosort.templates import _TRIAGE_SD, _TRIAGE_SIMILARITY
 
 LAM_NEEDED = 2 * 1.6449 ** 2  # lam at which 0 observed coincidences give R = 0.05
-TRIAGE_CC, TRIAGE_DMU = 0.9, 4 * np.sqrt(10)
+TRIAGE_DMU = 4 * _TRIAGE_SD  # triage_templates' r0 > 1: amplitudes closer than 4 sd
 # 1-ms bins +-1..+-3 (lags below 3.5 ms) lie inside the dead time of recordings.py's trains
 # (spikeinterface's generate_sorting default, 4 ms)
 REFRACTORY_BINS = 3
@@ -80,7 +81,8 @@ def pair_tests(a: dict, b: dict, *, times_s: dict, sim: np.ndarray, mu: np.ndarr
              "coincidences_within_refractory": int(within),
              "lam_refractory": round(lam_refr, 2),
              "needs_duration_s": round(duration_s * LAM_NEEDED / lam_refr) if lam_refr else None}
-    tests["triage_would_drop"] = bool(sim_ij > TRIAGE_CC and abs(mu[i] - mu[j]) < TRIAGE_DMU)
+    tests["triage_would_drop"] = bool(sim_ij > _TRIAGE_SIMILARITY
+                                      and abs(mu[i] - mu[j]) < TRIAGE_DMU)
     tests["merge_verdict"] = ("similarity < 0.5" if sim_ij < MIN_SIMILARITY else
                               "Q fails" if not score.Q < MAX_Q else
                               "R fails" if not score.R < MAX_R else "merge")
@@ -97,7 +99,8 @@ def explain(ctx, meta: dict, units: list[int] | None) -> list[dict]:
     mu = np.asarray(ctx.checkpoint("learn", "mu")).ravel()
     final_t, final_c = np.asarray(ctx.spike_times, np.int64), np.asarray(ctx.spike_clusters)
     fs, duration = float(meta["fs"]), float(meta["duration_s"])
-    times_s = {int(k): times[clusters == k] / fs for k in np.unique(clusters)}
+    members = cluster_members(clusters, int(clusters.max()) + 1)
+    times_s = {k: times[m] / fs for k, m in enumerate(members) if m.size}
     out = []
     for u in units if units is not None else range(int(truth["units"].max()) + 1):
         ut = np.sort(truth["times"][truth["units"] == u]).astype(np.int64)
