@@ -15,8 +15,8 @@ from .makima import makima
 
 logger = logging.getLogger("pykilosort")
 
-__all__ = ["kernel2d", "shift_matrix", "shift_batch", "my_conv2", "align_block2",
-           "drift_histograms"]
+__all__ = ["kernel2d", "shift_matrix", "shift_batch", "flush_subnormals", "my_conv2",
+           "align_block2", "drift_histograms"]
 
 _RIDGE = 0.01       # shift_batch_on_disk2: Kxx + .01 * eye
 _SIGMA_Y_FACTOR = 1.5  # kernel2D: sigy = 1.5 * sig
@@ -48,6 +48,21 @@ def shift_matrix(*, xc: np.ndarray, yc: np.ndarray, shifts, ysamp, sig: float) -
     return np.linalg.solve(kxx + _RIDGE * np.eye(len(xp)), kyx.T).T
 
 
+def flush_subnormals(M):
+    """M (float32, numpy or cupy) with its subnormal entries (|m| < 1.2e-38) set to 0, a copy.
+
+    Why: the kriging weights of channels far apart are exp(-distance / sig) solved through
+    Kxx, down to 1e-73; in float32 a band of them (about 14% of M at 384 channels) is subnormal,
+    and a CPU multiplies subnormals some 40x slower: the product of a 384-channel batch took 5 s
+    instead of 0.13 s (benchmarks/results/README.md). Such a weight times an int16 sample is
+    < 4e-34, below half a unit in the last place of any partial sum the int16 result depends on.
+    """
+    from .backend import array_module
+
+    xp = array_module(M)
+    return xp.where(xp.abs(M) < np.finfo(np.float32).tiny, xp.float32(0), M)
+
+
 def shift_batch(*, batch, M, dprev, NT: int, ntbuff: int):
     """One batch through M, in float32 as the original's GPU product ``single(dat) * M'``.
 
@@ -62,7 +77,7 @@ def shift_batch(*, batch, M, dprev, NT: int, ntbuff: int):
     from .kernels import round_int16
 
     xp = array_module(batch)
-    dati = batch.astype(xp.float32) @ xp.asarray(M, dtype=xp.float32).T
+    dati = batch.astype(xp.float32) @ flush_subnormals(xp.asarray(M, dtype=xp.float32)).T
     if dprev is not None:
         # MATLAB: w_edge and 1 - w_edge are double, each rounded to single in the product
         w64 = np.linspace(0, 1, ntbuff)[:, None]

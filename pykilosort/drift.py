@@ -60,12 +60,7 @@ def datashift_step(ctx) -> dict:
         logger.info("nblocks=0: no drift correction; batches in time order")
         return {"iorig": np.arange(nbatch)}
     groups = channel_groups(probe, matlab_compat=p.matlab_compat)
-    read = proc_sample_reader(ctx)
-    wtemp, _ = extract_templates_from_snippets(
-        lambda k: read(p.NT * k, p.NT), Nbatch=nbatch, nskip=p.nskip, nt0=p.nt0,
-        nt0min=d.nt0min, scaleproc=p.scaleproc, spk_th=p.spkTh, stream=None,
-        loc_range=p.loc_range, long_range=p.long_range, n_pcs=_NRANK_PC, spread_init=True)
-    setup = setup_detector(xc=probe.xc, yc=probe.yc, groups=groups)
+    read, setup, wtemp = detector_inputs(ctx, groups=groups)
     spikes = standalone_detector(
         read=read, setup=setup, wtemp=wtemp, yc=probe.yc, n_batches=nbatch, NT=p.NT,
         ntbuff=p.ntbuff, nt0min=d.nt0min, scaleproc=p.scaleproc, spk_th=p.genericSpkTh,
@@ -85,6 +80,19 @@ def datashift_step(ctx) -> dict:
     if len(groups) == 1 and est["F"][0] is not None:  # rez.F, F0, F0m of the original
         out.update(F=est["F"][0], F0=est["F0"][0], F0m=est["F0m"][0])
     return out
+
+
+def detector_inputs(ctx, *, groups: list[np.ndarray]):
+    """(read, setup, wtemp): the proc file's reader, the generic templates' geometry and their
+    temporal prototypes (6 PCs of snippets; datashift2's wTEMP), as standalone_detector takes
+    them."""
+    p, d, probe = ctx.params, ctx.derived, ctx.probe_good
+    read = proc_sample_reader(ctx)
+    wtemp, _ = extract_templates_from_snippets(
+        lambda k: read(p.NT * k, p.NT), Nbatch=int(ctx.intermediate.Nbatch), nskip=p.nskip,
+        nt0=p.nt0, nt0min=d.nt0min, scaleproc=p.scaleproc, spk_th=p.spkTh, stream=None,
+        loc_range=p.loc_range, long_range=p.long_range, n_pcs=_NRANK_PC, spread_init=True)
+    return read, setup_detector(xc=probe.xc, yc=probe.yc, groups=groups), wtemp
 
 
 ST0_COLUMNS = ("time", "depth", "amplitude", "kk", "batch", "centre", "group")

@@ -191,3 +191,27 @@ def test_a_sorter_killed_by_a_signal_says_so():
     assert res["returncode"] == -9
     assert "killed by SIGKILL" in bench_peers.failure_text(res["returncode"], res["stderr_tail"])
     assert bench_peers.failure_text(3, "") == "exit status 3, no error text"
+
+
+def test_detector_benchmark_compares_both_modes_on_real_batches(tmp_path, monkeypatch):
+    """bench_detector runs the full and the pruned detector on the proc file's batches and
+    checks that their spikes are identical: a pruned run that lost a spike stops it."""
+    import json
+
+    import bench_detector
+
+    out = tmp_path / "detector.json"
+    args = ["--channels", "32", "--duration", "5", "--batches", "2", "--work", str(tmp_path)]
+    bench_detector.main(args + ["--out", str(out)])
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["batches"] == 2 and row["channels"] == 32 and row["spikes"] > 20
+    assert row["identical_spikes"] and row["full_s_per_batch"] > 0 and row["speedup"] > 0
+    detect = bench_detector.detect
+
+    def lossy(*a, keep_scores, **kw):
+        res = detect(*a, keep_scores=keep_scores, **kw)
+        return res if keep_scores else res._replace(times=res.times[1:])
+
+    monkeypatch.setattr(bench_detector, "detect", lossy)
+    with pytest.raises(SystemExit, match="differs in times"):
+        bench_detector.main(args)

@@ -178,6 +178,24 @@ def _loops_coverage(NT, nt0, nt0min):
     return conv, score, peak
 
 
+@pytest.mark.parametrize("nt0,nt0min", [(21, 8), (61, 20), (61, 31), (5, 1)])
+def test_window_max_equals_the_literal_max1d(rng, nt0, nt0min):
+    """Stage 3 alone, against the emulation's max1D: above-threshold runs of every length, at
+    the first and last covered samples, touching and overlapping windows."""
+    import pykilosort.kernels.spikedetector as sd
+
+    NT, n_up, th = 2 * 1024 + nt0 + 37, 7, 8.0
+    dout = (rng.random((NT, n_up)) * 70).astype(np.float32)  # 1 in 11 above th^2 = 64
+    dout[:, 0] = 0
+    dout[:, 1] = 80  # all above
+    dout[[0, NT - 1], 2] = 100
+    dout[rng.random((NT, n_up)) < 0.5] = 0
+    cov = detector_coverage(NT, nt0, nt0min)
+    got = sd._window_max(np.asfortranarray(dout), nt0min, cov.n_conv, np.float32(th) ** 2)
+    np.testing.assert_array_equal(got, naive.max1d(dout, nt0, nt0min, th))
+    assert got[:, 3:].any()
+
+
 @pytest.mark.parametrize("nt0,nt0min", [(1, 0), (1, 1), (7, 3), (61, 20), (81, 41)])
 def test_detector_coverage_equals_the_original_loops(nt0, nt0min):
     for NT in list(range(nt0, 3400, 53)) + [1023, 1024, 1024 + nt0 - 1, 1024 + nt0, 2048 + nt0,
@@ -315,6 +333,90 @@ def test_bad_inputs(rng):
     bad(ValueError, "max_spikes", max_spikes=-1)
     bad(ValueError, "max_spikes", max_spikes=2.5)
     bad(ValueError, "non-empty 2-D", templates=w[:, 0])
+
+
+# ------------------------------------------------------------------------------ keep_scores=False
+def _spike_fields(res):
+    return (res.times, res.centres, res.amplitudes, res.kk, res.features, res.n_found)
+
+
+def _assert_same_spikes(pruned, full):
+    assert pruned.dout is None and pruned.kkmax is None
+    for a, b in zip(_spike_fields(pruned), _spike_fields(full)):
+        np.testing.assert_array_equal(a, b)
+
+
+# (spk_th, noise): the default; a threshold near the noise, where little can be skipped; loud noise
+@pytest.mark.parametrize("spk_th,noise", [(8.0, 1.0), (4.0, 1.0), (8.0, 3.0), (1e-3, 1.0)])
+@pytest.mark.parametrize("case", CASES[:3], ids=lambda c: "NT%d_C%d_nt%d" % c[:3])
+def test_pruned_scores_give_the_same_spikes(rng, case, spk_th, noise):
+    NT, nchan, nt0, nrank, n_near, n_near_up, nt0min, n_spikes = case
+    geo = Geometry(nchan, n_near, n_near_up)
+    w = _templates(rng, nt0, nrank)
+    data = _batch(rng, geo, w, NT, n_spikes=n_spikes, noise=noise)
+    full = _detect(data, w, geo, nt0min=nt0min, spk_th=spk_th)
+    assert full.n_found >= 2
+    _assert_same_spikes(_detect(data, w, geo, nt0min=nt0min, spk_th=spk_th, keep_scores=False), full)
+
+
+def _pruned_scores(data, w, geo, *, nt0min, spk_th, v2=None):
+    """dout of the CPU twin with pruning, and the cut it used (dout is hidden by the API)."""
+    import pykilosort.kernels.spikedetector as sd
+
+    v2 = geo.v2 if v2 is None else v2
+    sA = footprint_weights(geo.dist, SIG)
+    th2 = np.float32(spk_th) ** 2
+    pruning = sd._pruning(sA, v2, th2, keep_scores=False)
+    cov = detector_coverage(data.shape[0], w.shape[0], nt0min)
+    res = sd._detect_cpu(data, np.asfortranarray(w), geo.iC, sA, v2, geo.iC2, geo.dist2, nt0min,
+                         th2, None, cov, pruning)
+    return res.dout, pruning[1]
+
+
+def test_pruning_skips_only_scores_below_the_cut(rng):
+    """Where a full score reaches the cut the pruned one equals it; elsewhere it is lower or 0,
+    and most of a noisy batch is skipped (else the pruning does nothing)."""
+    NT, nchan, nt0, nrank, n_near, n_near_up, nt0min, n_spikes = CASES[0]
+    geo = Geometry(nchan, n_near, n_near_up)
+    w = _templates(rng, nt0, nrank)
+    data = _batch(rng, geo, w, NT, n_spikes=n_spikes)
+    full = _detect(data, w, geo, nt0min=nt0min).dout
+    pruned, cut = _pruned_scores(data, w, geo, nt0min=nt0min, spk_th=8.0)
+    high = full >= cut
+    assert high.sum() > 20
+    np.testing.assert_array_equal(pruned[high], full[high])
+    assert (pruned <= full).all()
+    assert np.count_nonzero(pruned) < 0.5 * np.count_nonzero(full)  # 27% here
+
+
+def test_pruning_follows_the_v2_it_is_given(rng):
+    """v2 is an argument: footprints whose v2 is 16x smaller score 16x higher, and the proof
+    must account for it (with a bound that assumed the original's v2, spikes would be lost)."""
+    NT, nchan, nt0, nrank, n_near, n_near_up, nt0min, _ = CASES[0]
+    geo = Geometry(nchan, n_near, n_near_up)
+    w = _templates(rng, nt0, nrank)
+    data = _batch(rng, geo, w, NT, n_spikes=0, noise=1.0)  # noise alone: no spike at v2
+    v2 = geo.v2.copy()
+    v2[:, ::2] /= 16
+    geo.v2 = v2
+    full = _detect(data, w, geo, nt0min=nt0min, spk_th=8.0)
+    assert full.n_found >= 5 and np.all(full.centres % 2 == 0)  # only the boosted centres
+    _assert_same_spikes(_detect(data, w, geo, nt0min=nt0min, spk_th=8.0, keep_scores=False), full)
+
+
+def test_pruning_with_nan_and_inf_samples(rng):
+    """Non-finite samples make no bound (their pieces are kept); the spikes are unchanged."""
+    NT, nchan, nt0, nrank, n_near, n_near_up, nt0min, n_spikes = CASES[2]
+    geo = Geometry(nchan, n_near, n_near_up)
+    w = _templates(rng, nt0, nrank)
+    data = _batch(rng, geo, w, NT, n_spikes=n_spikes)
+    data[1500:1510, 3] = np.nan
+    data[2500, 5] = np.inf
+    full = _detect(data, w, geo, nt0min=nt0min)
+    pruned, cut = _pruned_scores(data, w, geo, nt0min=nt0min, spk_th=8.0)
+    assert full.n_found >= 2
+    np.testing.assert_array_equal(pruned[full.dout >= cut], full.dout[full.dout >= cut])
+    _assert_same_spikes(_detect(data, w, geo, nt0min=nt0min, keep_scores=False), full)
 
 
 def test_registered_on_both_devices():

@@ -62,6 +62,9 @@ NSIZES = 5                   # footprint widths sig * (1..5): the rows of v2
 _MEX_THREADS = 1024          # the original's Nthreads: its tiles and grids set the covered ranges
 _NEIGHBOUR_RADIUS = 100.0    # maxChannels: centres closer than this (um) compete for a spike
 _SCORE_CHUNK = 256           # CPU twin: samples per work item of the filter and the scores
+_PRUNE_STEP = 16             # CPU twin, keep_scores=False: samples per piece proved below threshold
+_SCAN_STEP = 64              # CPU twin: samples the window max tests at once for a value > th2
+_PRUNE_MARGIN = 1e-3         # relative slack of that proof over float32 rounding (< 1e-5 relative)
 _THREADS = 256               # CUDA threads per block (any value works: results do not depend on it)
 _INITIAL_CAPACITY = ORIGINAL_MAX_SPIKES  # CUDA: first size of the spike buffer (grown if needed)
 _MAX_GRID_Y = 65535          # CUDA: centres (and channels) run on the grid's y dimension
@@ -127,7 +130,8 @@ def footprint_weights(dist, sig: float) -> np.ndarray:
 
 
 def detect_generic_spikes(data, *, templates, iC, dist, v2, iC2, dist2, nt0min: int,
-                          spk_th: float, sig: float, max_spikes: int | None = None) -> GenericSpikes:
+                          spk_th: float, sig: float, max_spikes: int | None = None,
+                          keep_scores: bool = True) -> GenericSpikes:
     """spikedetector3: spikes of ``data`` that the generic templates find, with their features.
 
     Args (as the mex receives them, indices 0-based):
@@ -144,6 +148,9 @@ def detect_generic_spikes(data, *, templates, iC, dist, v2, iC2, dist2, nt0min: 
         sig: base footprint width (Params[9]), um.
         max_spikes: keep the first ``max_spikes`` spikes in (time, centre) order; ``None`` keeps
             all (the original keeps an arbitrary ORIGINAL_MAX_SPIKES).
+        keep_scores: False returns ``dout`` and ``kkmax`` as None and lets the CPU twin skip the
+            scores it can prove are below the threshold (:func:`_pruning`): the spikes and their
+            outputs are the same, bit for bit.
 
     NT, Nchan, nt0, Nrank, NchanNear, NchanUp, NchanNearUp (Params 0-4, 7, 8) are the shapes.
 
@@ -166,8 +173,29 @@ def detect_generic_spikes(data, *, templates, iC, dist, v2, iC2, dist2, nt0min: 
     sA = footprint_weights(dist, _check_sig(sig))
     max_spikes = _check_max_spikes(max_spikes)
     cov = detector_coverage(NT, nt0, nt0min)
-    return dispatch("spikedetector", data)(data, W, iC, sA, v2, iC2, dist2, nt0min, th2,
-                                           max_spikes, cov)
+    res = dispatch("spikedetector", data)(data, W, iC, sA, v2, iC2, dist2, nt0min, th2,
+                                          max_spikes, cov, _pruning(sA, v2, th2, keep_scores))
+    return res if keep_scores else res._replace(dout=None, kkmax=None)
+
+
+def _pruning(sA, v2, th2, keep_scores: bool) -> tuple[np.ndarray, float]:
+    """(bound (NchanUp,) float64, cut): the CPU twin skips a rank's footprint sums over a piece
+    of samples where ``bound[u] * sum_j max_t dfilt[t, iC[j, u]]^2 < cut``; cut = 0: no pruning.
+
+    Why that is safe: by Cauchy-Schwarz, a score ``max(a_k, 0)^2 / v2[k, u]`` with ``a_k = sum_j
+    sA[k, j, u] x_j`` is at most ``(sum_j sA[k, j, u]^2 / v2[k, u]) * sum_j x_j^2`` (the ratio is
+    1 for the original's v2, but v2 is an input); float32 rounding adds < 1e-5 relative, the
+    margin 1e-3. Only scores above th2 - 1e-6 can make or shape a spike (the window max keeps
+    values above th2; a spike's own score is within 1e-6 of it), so ``cut = th2 - 1e-5``.
+    Skipped scores are left 0: dout and kkmax then differ from the full ones below the cut only.
+    """
+    n_up = v2.shape[1]
+    if keep_scores or not th2 > 1e-5:
+        return np.zeros(n_up), 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = (np.square(sA.astype(np.float64)).sum(axis=1) / v2.astype(np.float64)).max(axis=0)
+    bound = np.where(np.isfinite(ratio), ratio, np.inf) * (1 + _PRUNE_MARGIN)
+    return np.ascontiguousarray(bound), float(th2) - 1e-5
 
 
 # ------------------------------------------------------------------------------ validation
@@ -253,13 +281,18 @@ def _sorted_and_capped(xp, times, centres, n_up, max_spikes):
 
 # ------------------------------------------------------------------------------ CPU (numba)
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _scores_twin(data, W, iC, sA, v2, n_conv, n_score, chunk, dout, kkmax):
-    """Stages 1-2: dout[t, u], kkmax[t, u] for t < n_score (both must hold zeros beyond), chunk
+def _scores_twin(data, W, iC, sA, v2, n_conv, n_score, chunk, dout, kkmax, bound, cut):
+    """Stages 1-2: dout[t, u], kkmax[t, u] for t < n_score (both must hold zeros), chunk
     samples at a time. Vectorised over t (inner loops on contiguous 1-D views), so every sum
-    still runs in the original's order. dfilt of the chunk is zero past n_conv."""
+    still runs in the original's order. dfilt of the chunk is zero past n_conv.
+
+    Pruning (``cut`` > 0; see :func:`_pruning`): a rank's footprint sums are skipped over the
+    _PRUNE_STEP-sample pieces where ``bound[u] * sum_j max_t dfilt^2`` proves that none of its
+    scores reaches ``cut``; they would never have been the best score of a spike there."""
     n_chan = data.shape[1]
     n_rank = W.shape[1]
     n_near, n_up = iC.shape
+    n_piece = (chunk + _PRUNE_STEP - 1) // _PRUNE_STEP
     for b in numba.prange((n_score + chunk - 1) // chunk):
         t0 = b * chunk
         m = min(chunk, n_score - t0)
@@ -268,31 +301,82 @@ def _scores_twin(data, W, iC, sA, v2, n_conv, n_score, chunk, dout, kkmax):
         for c in range(n_chan):
             for r in range(n_rank):
                 _correlate_into(dfilt[r, c], data[:, c], W[:, r], t0, m_conv)
+        energy = np.empty((n_rank, n_chan, n_piece), np.float64)
+        if cut > 0:
+            _piece_energy(energy, dfilt, m)
         acc = np.empty((NSIZES, chunk), np.float32)
         best = np.empty(chunk, np.float32)
         kbest = np.empty(chunk, np.int32)
+        keep = np.empty(n_piece, np.bool_)
+        scored = np.empty(n_piece, np.bool_)  # pieces where some rank was summed
         for u in range(n_up):
             best[:] = 0
             kbest[:] = 0
+            scored[:] = cut <= 0
             for r in range(n_rank):
-                _footprint_sums(acc, dfilt[r], iC[:, u], sA[:, :, u], m)
-                _keep_best(best, kbest, acc, v2[:, u], r, n_rank, m)
-            dout[t0:t0 + m, u] = best[:m]
-            kkmax[t0:t0 + m, u] = kbest[:m]
+                if cut > 0:
+                    _pieces_to_keep(keep, energy[r], iC[:, u], bound[u], cut, m)
+                    scored |= keep
+                else:
+                    keep[:] = True
+                lo = 0
+                while lo < m:  # runs of kept pieces, each summed in one vectorised pass
+                    p = lo // _PRUNE_STEP
+                    if not keep[p]:
+                        lo += _PRUNE_STEP
+                        continue
+                    q = p + 1
+                    while q < n_piece and keep[q]:
+                        q += 1
+                    hi = min(m, q * _PRUNE_STEP)
+                    _footprint_sums(acc, dfilt[r], iC[:, u], sA[:, :, u], lo, hi)
+                    _keep_best(best, kbest, acc, v2[:, u], r, n_rank, lo, hi)
+                    lo = hi
+            for p in range(n_piece):  # the rest stays the caller's zeros, pages unwritten
+                if scored[p]:
+                    lo, hi = t0 + p * _PRUNE_STEP, t0 + min(m, (p + 1) * _PRUNE_STEP)
+                    dout[lo:hi, u] = best[lo - t0:hi - t0]
+                    kkmax[lo:hi, u] = kbest[lo - t0:hi - t0]
 
 
 @numba.njit(cache=True, nogil=True)
-def _footprint_sums(acc, x, chans, weights, m):
-    """acc[k, :m] = sum_j weights[k, j] * x[chans[j], :m], summed in order of j, every product
+def _piece_energy(energy, dfilt, m):
+    """energy[r, c, p] = max of dfilt[r, c, t]^2 (float64) over piece p's samples t < m; NaN
+    propagates (a NaN piece is never skipped)."""
+    n_rank, n_chan, _ = dfilt.shape
+    for r in range(n_rank):
+        for c in range(n_chan):
+            x = dfilt[r, c]
+            for p in range((m + _PRUNE_STEP - 1) // _PRUNE_STEP):
+                e = 0.0
+                for t in range(p * _PRUNE_STEP, min(m, (p + 1) * _PRUNE_STEP)):
+                    y = np.float64(x[t]) * np.float64(x[t])
+                    e = e if y <= e else y
+                energy[r, c, p] = e
+
+
+@numba.njit(cache=True, nogil=True)
+def _pieces_to_keep(keep, energy, chans, bound, cut, m):
+    """keep[p]: piece p cannot be proved to score below ``cut`` (NaN bounds are kept)."""
+    for p in range((m + _PRUNE_STEP - 1) // _PRUNE_STEP):
+        e = 0.0
+        for j in range(chans.size):
+            e += energy[chans[j], p]
+        keep[p] = not (bound * e < cut)
+
+
+@numba.njit(cache=True, nogil=True)
+def _footprint_sums(acc, x, chans, weights, lo, hi):
+    """acc[k, lo:hi] = sum_j weights[k, j] * x[chans[j], lo:hi], summed in order of j, every product
     and sum rounded separately. The 5 sizes share each pass over t, and a pass adds 3 channels
     in one left-to-right expression: the same roundings as one channel per pass with a third of
     the loads and stores of acc (the loop is then bound by the arithmetic)."""
     a0, a1, a2, a3, a4 = acc[0], acc[1], acc[2], acc[3], acc[4]
-    a0[:m] = 0
-    a1[:m] = 0
-    a2[:m] = 0
-    a3[:m] = 0
-    a4[:m] = 0
+    a0[lo:hi] = 0
+    a1[lo:hi] = 0
+    a2[lo:hi] = 0
+    a3[lo:hi] = 0
+    a4[lo:hi] = 0
     n = chans.size
     j = 0
     while j + 3 <= n:
@@ -303,7 +387,7 @@ def _footprint_sums(acc, x, chans, weights, m):
         j += 1
         r0, r1, r2, r3, r4 = weights[0, j], weights[1, j], weights[2, j], weights[3, j], weights[4, j]
         j += 1
-        for t in range(m):
+        for t in range(lo, hi):
             vp, vq, vr = xp[t], xq[t], xr[t]
             a0[t] = ((a0[t] + p0 * vp) + q0 * vq) + r0 * vr
             a1[t] = ((a1[t] + p1 * vp) + q1 * vq) + r1 * vr
@@ -313,7 +397,7 @@ def _footprint_sums(acc, x, chans, weights, m):
     while j < n:
         xp = x[chans[j]]
         p0, p1, p2, p3, p4 = weights[0, j], weights[1, j], weights[2, j], weights[3, j], weights[4, j]
-        for t in range(m):
+        for t in range(lo, hi):
             vp = xp[t]
             a0[t] += p0 * vp
             a1[t] += p1 * vp
@@ -331,14 +415,15 @@ def _score(a, v):
 
 
 @numba.njit(cache=True, nogil=True)
-def _keep_best(best, kbest, acc, v, r, n_rank, m):
+def _keep_best(best, kbest, acc, v, r, n_rank, lo, hi):
     """For k = 0..4 in order: where _score(acc[k, t], v[k]) is strictly greater than best[t]
-    (NaN never is), it replaces it and kbest[t] = r + k*n_rank. One pass over t for all k."""
+    (NaN never is), it replaces it and kbest[t] = r + k*n_rank; lo <= t < hi. One pass over t
+    for all k."""
     a0, a1, a2, a3, a4 = acc[0], acc[1], acc[2], acc[3], acc[4]
     v0, v1, v2, v3, v4 = v[0], v[1], v[2], v[3], v[4]
     l0 = np.int32(r)
     l1, l2, l3, l4 = l0 + n_rank, l0 + 2 * n_rank, l0 + 3 * n_rank, l0 + 4 * n_rank
-    for t in range(m):
+    for t in range(lo, hi):
         b, kb = best[t], kbest[t]
         s = _score(a0[t], v0)
         b, kb = (s, l0) if s > b else (b, kb)
@@ -353,36 +438,55 @@ def _keep_best(best, kbest, acc, v, r, n_rank, m):
         best[t], kbest[t] = b, np.int32(kb)
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _window_max_twin(dout, half, n_conv, th2):
+def _window_max(dout, half, n_conv, th2):
     """Stage 3: dmax (NT, NchanUp) float32, Fortran order; dmax[t + half, u] = the max of
     dout[t : t + 2*half, u] (and 0) for t < n_conv where it exceeds th2, else 0.
 
-    Maxima of windows of 1, 2, 4, ... samples by doubling, then two overlapping windows of the
-    largest power of two: the same maximum as a literal scan (max is exact and order-free, and
-    dout holds no NaN and no -0: scores only replace 0 when strictly greater)."""
-    NT, n_up = dout.shape
-    dmax = np.zeros((n_up, NT), np.float32).T  # Fortran order
+    numpy's zeros are calloc'ed: the pages :func:`_window_max_twin` leaves untouched (most: dmax
+    is sparse) are never written; numba's zeros would memset all of them (0.3 s at 384 channels)."""
+    dmax = np.zeros(dout.shape, np.float32, order="F")
+    if 2 * half > 0 and n_conv > 0:  # else the max of an empty window, 0, is never above th2
+        _window_max_twin(dout, half, n_conv, th2, dmax)
+    return dmax
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _window_max_twin(dout, half, n_conv, th2, dmax):
+    """Stage 3 into dmax (zeros, the shape of dout), for 2 * half > 0 and n_conv > 0.
+
+    Only windows holding a value above th2 can exceed it, and those are few (spikes): each
+    column is scanned once for such values and only the windows around them are taken (max is
+    exact and order-free, so the result is that of a literal scan of every window)."""
+    n_up = dout.shape[1]
     w = 2 * half
-    if w == 0 or n_conv == 0:
-        return dmax  # the max of an empty window is the initial 0: never above th2 >= 0
     span = n_conv + w - 1  # samples read; <= NT because 2*half <= nt0 + 1 and n_conv <= NT - nt0
     for u in numba.prange(n_up):
-        cur = dout[:span, u].copy()
-        nxt = np.empty(span, np.float32)
-        p = 1
-        while 2 * p <= w:  # cur[t] = max of dout[t : t + p] for t <= span - p
-            n = span - 2 * p + 1
-            for t in range(n):
-                nxt[t] = max(cur[t], cur[t + p])
-            cur[:n] = nxt[:n]  # copied back, not swapped: swapping defeats LLVM's vectoriser
-            p *= 2
+        x = dout[:span, u]
         col = dmax[:, u]
-        for t in range(n_conv):
-            y = max(np.float32(0), max(cur[t], cur[t + w - p]))
-            if y > th2:  # sparse: most of dmax stays untouched zero pages
-                col[t + half] = y
-    return dmax
+        done = 0  # windows t < done are settled
+        i = 0
+        while i < span:
+            if i % _SCAN_STEP == 0 and i + _SCAN_STEP <= span and not _any_above(x, i, th2):
+                i += _SCAN_STEP  # the whole step is at or below th2 (a vectorised test)
+                continue
+            if x[i] > th2:
+                for t in range(max(done, i - w + 1), min(i + 1, n_conv)):  # windows holding i
+                    y = np.float32(0)
+                    for j in range(t, t + w):
+                        y = max(y, x[j])
+                    col[t + half] = y
+                done = max(done, min(i + 1, n_conv))
+            i += 1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _any_above(x, i, th2):
+    """Whether x[i : i + _SCAN_STEP] holds a value above th2 (a count without early exit:
+    an integer sum vectorises, a float max does not without fast-math)."""
+    n = 0
+    for j in range(i, i + _SCAN_STEP):
+        n += x[j] > th2
+    return n > 0
 
 
 @numba.njit(cache=True, nogil=True)
@@ -404,23 +508,36 @@ def _spikes_twin(dmax, dout, iC2, dist2, th2, n_peak):
     (counted first, then filled, so that each centre writes its own slice in parallel)."""
     n_up = dmax.shape[1]
     counts = np.zeros(n_up + 1, np.int64)
+    none = np.empty(0, np.int64)
     for u in numba.prange(n_up):
-        n = 0
-        for t in range(n_peak):
-            if _is_spike(dmax, dout, iC2, dist2, th2, t, u):
-                n += 1
-        counts[u + 1] = n
+        counts[u + 1] = _column_spikes(dmax, dout, iC2, dist2, th2, n_peak, u, none, none, 0)
     starts = np.cumsum(counts)
     times = np.empty(starts[-1], np.int64)
     centres = np.empty(starts[-1], np.int64)
     for u in numba.prange(n_up):
-        k = starts[u]
-        for t in range(n_peak):
-            if _is_spike(dmax, dout, iC2, dist2, th2, t, u):
-                times[k] = t
-                centres[k] = u
-                k += 1
+        _column_spikes(dmax, dout, iC2, dist2, th2, n_peak, u, times, centres, starts[u])
     return times, centres
+
+
+@numba.njit(cache=True, nogil=True)
+def _column_spikes(dmax, dout, iC2, dist2, th2, n_peak, u, times, centres, k):
+    """The spikes of centre u (t < n_peak), written from index k of times / centres unless they
+    are empty; returns their count. Steps of dmax with nothing above th2 are skipped at once."""
+    col = dmax[:, u]
+    fill = times.size > 0
+    n = 0
+    t = 0
+    while t < n_peak:
+        if t % _SCAN_STEP == 0 and t + _SCAN_STEP <= n_peak and not _any_above(col, t, th2):
+            t += _SCAN_STEP  # _is_spike needs dmax above th2
+            continue
+        if _is_spike(dmax, dout, iC2, dist2, th2, t, u):
+            if fill:
+                times[k + n] = t
+                centres[k + n] = u
+            n += 1
+        t += 1
+    return n
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
@@ -450,14 +567,14 @@ def _spike_outputs_twin(data, W, iC, dout, kkmax, n_conv, times, centres):
 
 
 @register("spikedetector", "cpu")
-def _detect_cpu(data, W, iC, sA, v2, iC2, dist2, nt0min, th2, max_spikes, cov):
+def _detect_cpu(data, W, iC, sA, v2, iC2, dist2, nt0min, th2, max_spikes, cov, pruning):
     data = np.asfortranarray(data)
     NT = data.shape[0]
     n_up = iC.shape[1]
     dout = np.zeros((NT, n_up), np.float32, order="F")
     kkmax = np.zeros((NT, n_up), np.int32, order="F")
-    _scores_twin(data, W, iC, sA, v2, cov.n_conv, cov.n_score, _SCORE_CHUNK, dout, kkmax)
-    dmax = _window_max_twin(dout, nt0min, cov.n_conv, th2)
+    _scores_twin(data, W, iC, sA, v2, cov.n_conv, cov.n_score, _SCORE_CHUNK, dout, kkmax, *pruning)
+    dmax = _window_max(dout, nt0min, cov.n_conv, th2)
     times, centres = _spikes_twin(dmax, dout, iC2, dist2, th2, cov.n_peak)
     del dmax
     n_found = int(times.size)
@@ -481,7 +598,8 @@ def _grid(n, n_y):
 
 
 @register("spikedetector", "cuda")
-def _detect_cuda(data, W, iC, sA, v2, iC2, dist2, nt0min, th2, max_spikes, cov):
+def _detect_cuda(data, W, iC, sA, v2, iC2, dist2, nt0min, th2, max_spikes, cov, pruning):
+    del pruning  # every score is computed: the GPU's scores are not its bottleneck
     import cupy
 
     data = cupy.asfortranarray(data)
