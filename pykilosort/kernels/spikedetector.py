@@ -36,6 +36,13 @@ Numerics (both devices agree bit for bit; documented differences from a GPU run 
 - the footprint weights sA are computed once on the host, correctly rounded (float64 exp of the
   float32 argument, then rounded to float32); the original evaluates CUDA's expf, within 2 ulp.
 
+Spikes only (``keep_scores=False``, what datashift asks for): the CPU twin skips a rank's footprint
+sums over 16-sample pieces where a Cauchy-Schwarz bound proves every score below the threshold
+(:func:`_pruning`); at 384 channels it computes about 5% of them and the detector runs 5x faster
+(benchmarks/bench_detector.py). dout and kkmax are then not returned; the spikes and their outputs
+are the same bit for bit. The window max and the spike search visit only the samples above the
+threshold in both modes.
+
 The original's other limits (nt0 <= 81, Nrank <= 6, NchanNear <= 20, from fixed shared arrays) do
 not apply here. 2 * nt0min <= nt0 + 1 is required: beyond, the original's window max reads shared
 memory it never loaded. The original returns spikes in atomicAdd order and silently keeps at most
