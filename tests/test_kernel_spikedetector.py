@@ -498,3 +498,22 @@ def test_cuda_planted_spike_and_device_arguments(rng):
                                 spk_th=8.0, sig=SIG, **args)
     assert (600, 10) in set(zip(gpu.times.get().tolist(), gpu.centres.get().tolist()))
     _assert_same_on_device(gpu, _detect(data, w, geo, nt0min=20))
+
+
+@pytest.mark.gpu
+def test_cuda_spikes_only_equal_the_pruned_twin(rng):
+    """keep_scores=False on the GPU (every score computed there): no dout / kkmax, and the
+    spikes of the CPU twin's pruned run."""
+    import cupy
+
+    NT, nchan, nt0, nrank, n_near, n_near_up, nt0min, n_spikes = CASES[0]
+    geo = Geometry(nchan, n_near, n_near_up)
+    w = _templates(rng, nt0, nrank)
+    data = _batch(rng, geo, w, NT, n_spikes=n_spikes)
+    gpu = detect_generic_spikes(cupy.asarray(data), templates=w, nt0min=nt0min, spk_th=8.0,
+                                sig=SIG, keep_scores=False, **geo.args())
+    cpu = _detect(data, w, geo, nt0min=nt0min, keep_scores=False)
+    assert gpu.dout is None and gpu.kkmax is None and cpu.n_found >= 2
+    for name in ("times", "centres", "amplitudes", "kk", "features"):
+        np.testing.assert_array_equal(getattr(gpu, name).get(), getattr(cpu, name), err_msg=name)
+    assert gpu.n_found == cpu.n_found
