@@ -471,11 +471,8 @@ def _window_max_twin(dout, half, n_conv, th2, dmax):
         x = dout[:span, u]
         col = dmax[:, u]
         done = 0  # windows t < done are settled
-        i = 0
+        i = _skip_steps_below(x, 0, span, th2)
         while i < span:
-            if i % _SCAN_STEP == 0 and i + _SCAN_STEP <= span and not _any_above(x, i, th2):
-                i += _SCAN_STEP  # the whole step is at or below th2 (a vectorised test)
-                continue
             if x[i] > th2:
                 for t in range(max(done, i - w + 1), min(i + 1, n_conv)):  # windows holding i
                     y = np.float32(0)
@@ -483,17 +480,22 @@ def _window_max_twin(dout, half, n_conv, th2, dmax):
                         y = max(y, x[j])
                     col[t + half] = y
                 done = max(done, min(i + 1, n_conv))
-            i += 1
+            i = _skip_steps_below(x, i + 1, span, th2)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _any_above(x, i, th2):
-    """Whether x[i : i + _SCAN_STEP] holds a value above th2 (a count without early exit:
-    an integer sum vectorises, a float max does not without fast-math)."""
-    n = 0
-    for j in range(i, i + _SCAN_STEP):
-        n += x[j] > th2
-    return n > 0
+def _skip_steps_below(x, i, end, th2):
+    """i, moved past the whole _SCAN_STEP-aligned steps of x[:end] where no value exceeds th2
+    (each tested by a count without early exit: an integer sum vectorises, a float max does not
+    without fast-math)."""
+    while i % _SCAN_STEP == 0 and i + _SCAN_STEP <= end:
+        n = 0
+        for j in range(i, i + _SCAN_STEP):
+            n += x[j] > th2
+        if n > 0:
+            break
+        i += _SCAN_STEP
+    return i
 
 
 @numba.njit(cache=True, nogil=True)
@@ -533,17 +535,14 @@ def _column_spikes(dmax, dout, iC2, dist2, th2, n_peak, u, times, centres, k):
     col = dmax[:, u]
     fill = times.size > 0
     n = 0
-    t = 0
+    t = _skip_steps_below(col, 0, n_peak, th2)  # _is_spike needs dmax above th2
     while t < n_peak:
-        if t % _SCAN_STEP == 0 and t + _SCAN_STEP <= n_peak and not _any_above(col, t, th2):
-            t += _SCAN_STEP  # _is_spike needs dmax above th2
-            continue
         if _is_spike(dmax, dout, iC2, dist2, th2, t, u):
             if fill:
                 times[k + n] = t
                 centres[k + n] = u
             n += 1
-        t += 1
+        t = _skip_steps_below(col, t + 1, n_peak, th2)
     return n
 
 
