@@ -25,6 +25,7 @@ setup(
         "numba>=0.59",
         "tqdm>=4.60",
         "probeinterface>=0.2.20",
+        "threadpoolctl>=3.1",  # one BLAS thread during a sort: results independent of it
     ],
     extras_require={
         "cuda12": ["cupy-cuda12x>=13"],

@@ -19,7 +19,9 @@ Time: the sorter's own wall time (imports excluded) and x real time; memory, sam
 (``peak_pss_mib``: a page shared by a parent and its forked workers counts once, split between
 them) and of the summed resident memory (``peak_rss_mib``: shared pages count once per process,
 an upper bound for sorters that fork workers, such as SpikeInterface's n_jobs); the kernel's
-exact peak of the main process alone (``ru_maxrss_self_mib``) is kept beside them.
+exact peak of the main process alone (``peak_rss_self_mib``, VmHWM; results before 2026-12-01
+10:30 have ``ru_maxrss_self_mib``, which also counted this script's memory at the fork) is
+kept beside them.
 Measurements already in ``--work`` (timings and spikes) are reused, so a long benchmark can be
 stopped and resumed; ``--fresh`` measures again. Scores are always recomputed from the spikes. The markdown table and the figures come from ``plot_peers.py``.
 """
@@ -44,9 +46,12 @@ OURS = ("pykilosort_ks2", "pykilosort_ks25")
 CPU_SORTERS = OURS + ("kilosort4", "spykingcircus2", "tridesclous2", "tridesclous2_motion",
                       "mountainsort5")
 GPU_SORTERS = ("pykilosort_ks2_cuda", "pykilosort_ks25_cuda", "kilosort4_cuda")
+VARIANTS = ("pykilosort_ks2_th8",)  # ours with a parameter changed: asked for by name only
 # The committed CPU table (benchmarks/results/README.md, "Peers")
 DEFAULT_RECORDINGS = ("static:64:120", "rigid:64:120", "bump:64:120", "static:32:120",
                       "static:128:120", "static:384:120")
+# a cluster "holds" a unit when it shares at least this share of the unit's spikes (see fate)
+_HELD_SHARE = 0.05
 
 
 def parse_recording(spec: str) -> dict:
@@ -106,14 +111,18 @@ def score(truth, times, clusters, fs: float) -> dict:
 
 def fate(comparison, unit: int) -> str:
     """What became of a unit that is not found at accuracy >= 0.8, from the spikes every cluster
-    shares with it: 'split over N' (N clusters of precision >= 0.8 hold >= 80% of its spikes
-    between them), 'mixed' (its best cluster's precision < 0.8: merged with other units),
-    'undetected' (all clusters together hold < 50% of its spikes), else 'partial'."""
+    shares with it. Only clusters holding >= 5% of its spikes count: a cluster of rate f shares
+    about f * 2 * delta_time of them by chance (0.4% at 5 Hz), which summed over the ~160
+    clusters of a 384-channel sort would hold half of any unit's spikes. 'split over N' (N
+    clusters of precision >= 0.8 hold >= 80% of its spikes between them), 'undetected' (the
+    clusters holding >= 5% of it hold < 50% together), 'mixed' (its best cluster's precision <
+    0.8: merged with other units), else 'partial'."""
     m = comparison.match_event_count.to_numpy()[unit].astype(float)
     n_true = max(comparison.event_counts1.to_numpy()[unit], 1)
     precision = m / np.maximum(comparison.event_counts2.to_numpy(), 1)
-    pure = (precision >= 0.8) & (m >= 0.05 * n_true)
-    if m.sum() < 0.5 * n_true:
+    held = m >= _HELD_SHARE * n_true
+    pure = held & (precision >= 0.8)
+    if m[held].sum() < 0.5 * n_true:
         return "undetected"
     if pure.sum() >= 2 and m[pure].sum() >= 0.8 * n_true:
         return f"split over {int(pure.sum())}"
@@ -203,7 +212,8 @@ def where_we_lose(row: dict) -> list:
     for ours in (s for s in OURS if row["sorters"].get(s, {}).get("status") == "ok"):
         mine = row["sorters"][ours]
         for peer, res in row["sorters"].items():
-            if peer in OURS or res.get("status") != "ok" or res["units_ge_0.8"] <= mine["units_ge_0.8"]:
+            if (peer in OURS + VARIANTS or res.get("status") != "ok"
+                    or res["units_ge_0.8"] <= mine["units_ge_0.8"]):
                 continue
             missed = [u for u in range(len(res["accuracy"]))
                       if res["accuracy"][u] >= 0.8 and mine["accuracy"][u] < 0.8]
@@ -222,12 +232,26 @@ def where_we_lose(row: dict) -> list:
     return out
 
 
+def stored_peers(paths: list, name: str, exclude: list) -> dict:
+    """Scored results of the sorters not in ``exclude`` for recording ``name`` from earlier
+    results JSONs (the first file holding a sorter wins); each is marked with its source."""
+    out = {}
+    for path in paths:
+        for row in json.loads(Path(path).read_text())["rows"]:
+            if row["name"] != name:
+                continue
+            for sorter, res in row["sorters"].items():
+                if sorter not in exclude and sorter not in out:
+                    out[sorter] = {**res, "stored_in": Path(path).name}
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--recordings", nargs="+", default=list(DEFAULT_RECORDINGS),
                     help="CASE:CHANNELS:SECONDS, e.g. static:64:120 rigid:64:120 bump:384:600")
     ap.add_argument("--sorters", nargs="+", default=list(CPU_SORTERS),
-                    choices=CPU_SORTERS + GPU_SORTERS)
+                    choices=CPU_SORTERS + GPU_SORTERS + VARIANTS)
     ap.add_argument("--gpu", action="store_true", help="also the CUDA runs of ours and Kilosort4")
     ap.add_argument("--limit-x-realtime", type=float, default=0.1,
                     help="stop a sorter slower than this fraction of real time (default 0.1: "
@@ -235,6 +259,9 @@ def main():
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "pyks_peers")
     ap.add_argument("--fresh", action="store_true", help="measure again what --work holds")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--peers-from", type=Path, nargs="+", default=[],
+                    help="earlier results JSONs: every sorter not in --sorters is taken, scored, "
+                         "from the row of the same recording there (re-measure ours, keep peers)")
     args = ap.parse_args()
     sorters = list(args.sorters) + (list(GPU_SORTERS) if args.gpu else [])
     import spikeinterface.core as si
@@ -249,6 +276,7 @@ def main():
                                     n_units=rec["n_units"], units_table=True)
         meta = json.loads(meta_path.read_text())
         row = {k: meta[k] for k in ("name", "case", "channels", "duration_s", "units", "seed")}
+        row["sha256"] = meta.get("sha256")  # of the int16 binary
         row["units_table"] = meta["units_table"]
         row["sorters"] = {}
         for name in sorters:
@@ -269,6 +297,7 @@ def main():
                 f"{res['units_ge_0.8']} units >= 0.8, {res['false_positive']} false positive, "
                 f"{res['x_realtime']:.2f}x real time, {res['peak_rss_mib']:.0f} MiB"
                 if res["status"] == "ok" else ""), file=sys.stderr, flush=True)
+        row["sorters"].update(stored_peers(args.peers_from, meta["name"], sorters))
         row["where_we_lose"] = where_we_lose(row)
         rows.append(row)
     result = write_result("peers", rows, None)

@@ -11,7 +11,6 @@ global ``n_jobs``, mountainsort5's ``n_jobs``) because pykilosort uses every cor
 """
 import json
 import os
-import resource
 import sys
 import time
 from pathlib import Path
@@ -23,11 +22,12 @@ import numpy as np
 STEPS = ("learn", "duplicates", "merges", "split_svd", "split_amplitude", "cutoff", "good_units")
 
 
-def _pykilosort(meta: dict, out: Path, *, device: str, drift_correction: bool) -> dict:
+def _pykilosort(meta: dict, out: Path, *, device: str, drift_correction: bool,
+                extra: dict | None = None) -> dict:
     import pykilosort
     from pykilosort import run
 
-    params = {"drift_correction": drift_correction}
+    params = {"drift_correction": drift_correction, **(extra or {})}
     t0 = time.perf_counter()
     ctx = run(meta["bin"], probe=meta["probe_json"], dir_path=out / "run", device=device,
               fs=meta["fs"], **params)
@@ -96,6 +96,9 @@ SORTERS = {
     "pykilosort_ks25": (_pykilosort, {"device": "cpu", "drift_correction": True}),
     "pykilosort_ks2_cuda": (_pykilosort, {"device": "cuda", "drift_correction": False}),
     "pykilosort_ks25_cuda": (_pykilosort, {"device": "cuda", "drift_correction": True}),
+    # not a default: learning's threshold Th(1) lowered from 10 to 8 (where_we_lose, item 6)
+    "pykilosort_ks2_th8": (_pykilosort, {"device": "cpu", "drift_correction": False,
+                                         "extra": {"Th": [8.0, 4.0]}}),
     "kilosort4": (_kilosort4, {"device": "cpu"}),
     "kilosort4_cuda": (_kilosort4, {"device": "cuda"}),
     "spykingcircus2": (_spikeinterface, {"name": "spykingcircus2", "params": {}}),
@@ -113,9 +116,11 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     func, kwargs = SORTERS[name]
     result = func(json.loads(meta_path.read_text()), out, **kwargs)
-    # the kernel's exact peak of this process alone (children are left out: a forked child's
-    # figure counts the pages it shares with this process)
-    result["ru_maxrss_self_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # the kernel's exact peak of this process alone (VmHWM: children are left out, and so is
+    # this benchmark's own memory, which ru_maxrss would carry over the fork and exec)
+    from pykilosort.logs import peak_rss_mib
+
+    result["peak_rss_self_mib"] = peak_rss_mib()
     print(json.dumps(result, default=str), flush=True)
 
 

@@ -12,5 +12,5 @@ python3 -m venv "$venv"
 "$venv/bin/pip" install -q "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu \
   || "$venv/bin/pip" install -q "torch==2.13.0"
 "$venv/bin/pip" install -q "spikeinterface==0.105.3" "kilosort==4.1.7" "mountainsort5==0.5.9" \
-  "hdbscan==0.8.44" "psutil" "matplotlib"
+  "hdbscan==0.8.44" "psutil" "matplotlib" "pandas"
 "$venv/bin/python" -c "import spikeinterface.sorters as ss; print('installed sorters:', ss.installed_sorters())"

@@ -10,11 +10,14 @@ duration, static recordings) next to the (first) result or in ``--figures``. Sev
 """
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
 PEER = "pykilosort_ks2"  # wall-time ratios are against our Kilosort2 flow in the same run
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_peers import VARIANTS  # noqa: E402  (ours with a parameter changed: own table only)
 
 
 def memory_mib(res: dict) -> float:
@@ -34,7 +37,7 @@ def label(row: dict) -> str:
 
 def results_table(rows: list) -> str:
     lines = ["| recording | sorter | units >= 0.8 | false-positive / redundant (clusters) | "
-             "wall (s) | x real time | wall / pykilosort_ks2 | peak PSS, process tree (MiB) | "
+             "wall (s) | x real time | wall / pykilosort_ks2 (same run) | peak PSS, process tree (MiB) | "
              "peak RSS, process tree (MiB) | peak RSS, main process (MiB) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
@@ -46,11 +49,12 @@ def results_table(rows: list) -> str:
                 lines.append(f"| {label(row)} | {name} | {why} | | | | | {_memory_cell(res)} | "
                              f"{res['peak_rss_mib']:.0f} | |")
                 continue
-            main = res.get("ru_maxrss_self_mib")  # older results: self or largest child, not shown
+            # VmHWM; the older ru_maxrss also counted the benchmark's memory at the fork
+            main = res.get("peak_rss_self_mib") or res.get("ru_maxrss_self_mib")
             lines.append("| {} | {} | {} of {} | {} / {} ({}) | {:.0f} | {:.2f} | {} | {} | {:.0f} | {} |".format(
-                label(row), name, res["units_ge_0.8"], row["units"], res["false_positive"],
+                label(row), name + _stored_mark(res), res["units_ge_0.8"], row["units"], res["false_positive"],
                 res["redundant"], res["n_clusters"], res["wall_s"], res["x_realtime"],
-                f"{res['wall_s'] / base:.2f}" if base else "-", _memory_cell(res),
+                f"{res['wall_s'] / base:.2f}" if base and not res.get("stored_in") else "-", _memory_cell(res),
                 res["peak_rss_mib"], f"{main:.0f}" if main else "-"))
     return "\n".join(lines)
 
@@ -68,12 +72,18 @@ def summary_table(rows: list, fields=("units_ge_0.8", "false_positive")) -> str:
             if res is None:
                 cells.append("not run")
             elif res["status"] != "ok":
-                cells.append(res["status"])
+                cells.append(res["status"] + _stored_mark(res))
             else:
                 cells.append(" / ".join(_memory_cell(res) if f == "memory" else _fmt(res[f])
-                                        for f in fields))
+                                        for f in fields) + _stored_mark(res))
         lines.append(f"| {label(row)} ({row['units']}) | {' | '.join(cells)} |")
     return "\n".join(lines)
+
+
+def _stored_mark(res: dict) -> str:
+    """' (†)' for a result taken from an earlier file (bench_peers --peers-from): it was measured
+    with the row's other sorters of that file, possibly on another machine."""
+    return " (†)" if res.get("stored_in") else ""
 
 
 def _fmt(v) -> str:
@@ -172,12 +182,29 @@ def plot_cost(rows: list, path: Path) -> None:
     plt.close(fig)
 
 
+def without(rows: list, names) -> list:
+    """The rows with the sorters ``names`` left out."""
+    return [{**r, "sorters": {k: v for k, v in r["sorters"].items() if k not in names}}
+            for r in rows]
+
+
+def latest_rows(paths: list) -> list:
+    """The rows of all results files; a recording in several files keeps the last file's row,
+    in the place of its first appearance (a re-run of some recordings replaces the old rows)."""
+    rows = {}
+    for path in paths:
+        for row in json.loads(Path(path).read_text())["rows"]:
+            rows[row["name"]] = row
+    return list(rows.values())
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("results", type=Path, nargs="+")
     ap.add_argument("--figures", type=Path)
     args = ap.parse_args()
-    rows = [row for path in args.results for row in json.loads(path.read_text())["rows"]]
+    every = latest_rows(args.results)
+    rows = without(every, VARIANTS)
     first = args.results[0]
     folder = args.figures or first.parent
     plot_accuracy(rows, folder / f"{first.stem}_accuracy_vs_snr.png")
@@ -186,7 +213,7 @@ def main():
     print()
     print(summary_table(rows, fields=("x_realtime", "memory")))
     print()
-    print(results_table(rows))
+    print(results_table(every))
     print()
     print(losses_table(rows))
 

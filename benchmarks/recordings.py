@@ -92,6 +92,8 @@ def write_recording(work: Path, *, case: str, channels: int, duration: float, se
     meta_path = work / f"{name}.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else None
     if meta and (not units_table or meta.get("units_table", {}).get("version") == UNITS_TABLE_VERSION):
+        if "sha256" not in meta:  # written before the hash was kept
+            _write_json(meta_path, {**meta, "sha256": file_sha256(meta["bin"])})
         return meta_path
     probe = neuropixels_like_probe(channels)
     t0 = time.perf_counter()
@@ -119,12 +121,24 @@ def write_recording(work: Path, *, case: str, channels: int, duration: float, se
             "locations": recording.get_channel_locations().tolist(),
             "n_samples": recording.get_num_samples(), "duration_s": duration, "case": case,
             "channels": channels, "units": n_units, "seed": seed,
-            "truth": str(work / f"{name}_truth.npz"), "generate_s": time.perf_counter() - t0}
+            "truth": str(work / f"{name}_truth.npz"), "generate_s": time.perf_counter() - t0,
+            "sha256": file_sha256(saved.get_binary_description()["file_paths"][0])}
     if units_table:
         meta["units_table"] = unit_table(static, truth, extra, case=case, duration=duration,
                                          seed=seed)
     _write_json(meta_path, meta)  # the meta marks a complete recording: written last
     return meta_path
+
+
+def file_sha256(path) -> str:
+    """sha256 of a file: a regenerated recording is the same one only if this is the same."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _write_json(path: Path, obj: dict) -> None:

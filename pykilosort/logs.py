@@ -36,7 +36,20 @@ def file_handler(path, level=logging.DEBUG) -> logging.FileHandler:
 
 
 def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far, MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    """Peak resident memory of this process so far, MiB.
+
+    On Linux the kernel's high-water mark of this process's own address space (VmHWM): ru_maxrss
+    would also count the parent's resident memory at the fork, carried over the exec, so a run
+    launched from a large process (a notebook, a benchmark that generated the recording) would
+    report the parent's peak. Elsewhere ru_maxrss (KiB on Linux, bytes on macOS); NaN on Windows.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     try:
         import resource
     except ImportError:  # Windows

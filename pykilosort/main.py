@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .backend import get_backend, set_num_threads
 from .context import Context, make_writable_dir, same_recording
@@ -131,15 +132,19 @@ def run(dat_path, probe=None, dir_path=None, output_dir=None, device="auto", sto
             logger.info("clear_context=True: deleting %s", ctx.path)
             ctx.clear()
         ctx.write_inputs()
-        steps = pipeline_steps(params)
-        run_steps(ctx, steps, stop_after=None if stop_after == EXPORT else stop_after)
-        _figures(ctx, output_dir)
-        if stop_after in (None, EXPORT):
-            _export(ctx, output_dir)
-        elif not params.save_temp_files:
-            logger.warning("save_temp_files=False is ignored: the run stopped after %r, before "
-                           "the export, so the intermediates in %s are the only results",
-                           stop_after, ctx.path)
+        # OpenBLAS's float32 results depend on its thread count (seen on AMD EPYC: amplitudes
+        # 2e-6 apart between a worker with OPENBLAS_NUM_THREADS=1 and a plain run), so a sort
+        # uses it on one thread wherever it runs; numba's loops do the parallel work
+        with threadpool_limits(limits=1, user_api="blas"):
+            steps = pipeline_steps(params)
+            run_steps(ctx, steps, stop_after=None if stop_after == EXPORT else stop_after)
+            _figures(ctx, output_dir)
+            if stop_after in (None, EXPORT):
+                _export(ctx, output_dir)
+            elif not params.save_temp_files:
+                logger.warning("save_temp_files=False is ignored: the run stopped after %r, "
+                               "before the export, so the intermediates in %s are the only "
+                               "results", stop_after, ctx.path)
         return ctx
     except Exception as exc:
         # the traceback goes to the log file only: consoles get the exception's message

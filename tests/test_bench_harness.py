@@ -1,5 +1,6 @@
 """The peer benchmark's harness (benchmarks/): the figures it reports are only as honest as its
 process measurement (time limit, memory of a whole process tree) and its bookkeeping."""
+import json
 import sys
 import textwrap
 import time
@@ -109,7 +110,8 @@ def test_where_we_lose_lists_the_units_a_better_peer_finds():
         "pykilosort_ks2": _result([0.9, 0.1, 0.5], lost=[None, "learn", "split_svd"]),
         "kilosort4": _result([0.9, 0.95, 0.85]),       # better: two units we miss
         "mountainsort5": _result([0.95, 0.0, 0.0]),    # worse: not listed
-        "tridesclous2": {"status": "timeout"}}}
+        "tridesclous2": {"status": "timeout"},
+        "pykilosort_ks2_th8": _result([0.9, 0.95, 0.85])}}  # ours, varied: not a peer
     losses = bench_peers.where_we_lose(row)
     assert [(x["ours"], x["peer"]) for x in losses] == [("pykilosort_ks2", "kilosort4")]
     missed = losses[0]["missed"]
@@ -131,6 +133,29 @@ def test_fate_tells_split_mixed_and_undetected_units_apart():
                                        exhaustive_gt=True)
     assert [bench_peers.fate(c, u) for u in range(4)] == ["split over 2", "mixed", "mixed",
                                                            "undetected"]
+
+
+def test_fate_does_not_sum_chance_coincidences_over_many_clusters():
+    """A unit no cluster holds, whose spikes each of 40 busy clusters shares 2% of by chance
+    (80% in all), is undetected, not mixed (the 384-channel sorts have ~160 clusters)."""
+    from spikeinterface.comparison import compare_sorter_to_ground_truth
+
+    k = np.arange(100) * 3000
+    truth = bench_peers.sorting_of(k, np.zeros(100, int), 30000.0)
+    own = [np.arange(200) * 3000 + 1000 + 25 * c for c in range(40)]  # >= 1000 samples from k
+    shared = [k[2 * c:2 * c + 2] for c in range(40)]
+    times = np.concatenate(own + shared)
+    clusters = np.concatenate([np.full(200, c) for c in range(40)] + [np.full(2, c) for c in range(40)])
+    c = compare_sorter_to_ground_truth(truth, bench_peers.sorting_of(times, clusters, 30000.0),
+                                       exhaustive_gt=True, delta_time=0.4)
+    assert c.match_event_count.to_numpy()[0].sum() == 80  # the old rule's 'mixed'
+    assert bench_peers.fate(c, 0) == "undetected"
+    # with 60% of its spikes in one cluster of its own besides, it is held there: partial
+    times2 = np.concatenate([times, k[40:] + 1])
+    clusters2 = np.concatenate([clusters, np.full(60, 40)])
+    c2 = compare_sorter_to_ground_truth(truth, bench_peers.sorting_of(times2, clusters2, 30000.0),
+                                        exhaustive_gt=True, delta_time=0.4)
+    assert bench_peers.fate(c2, 0) == "partial"
 
 
 def _refractory_train(rng, *, rate_hz, duration_s, refractory_s=0.004):
@@ -215,3 +240,69 @@ def test_detector_benchmark_compares_both_modes_on_real_batches(tmp_path, monkey
     monkeypatch.setattr(bench_detector, "detect", lossy)
     with pytest.raises(SystemExit, match="differs in times"):
         bench_detector.main(args)
+
+
+def test_stored_peers_takes_the_other_sorters_of_the_same_recording(tmp_path):
+    def result(name, sorters):
+        return {"rows": [{"name": name, "sorters": {s: {"units_ge_0.8": u} for s, u in sorters}}]}
+
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(json.dumps(result("rec1", [("pykilosort_ks2", 1), ("tridesclous2", 5)])))
+    second.write_text(json.dumps({"rows": result("rec2", [("tridesclous2", 9)])["rows"]
+                                  + result("rec1", [("tridesclous2", 7), ("mountainsort5", 3)])["rows"]}))
+    got = bench_peers.stored_peers([first, second], "rec1", ["pykilosort_ks2"])
+    assert got == {"tridesclous2": {"units_ge_0.8": 5, "stored_in": "a.json"},
+                   "mountainsort5": {"units_ge_0.8": 3, "stored_in": "b.json"}}
+    assert bench_peers.stored_peers([first], "rec3", []) == {}
+
+
+def test_latest_rows_replaces_a_rerun_recording_in_place(tmp_path):
+    import plot_peers
+
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    old.write_text(json.dumps({"rows": [{"name": "a", "v": 1}, {"name": "b", "v": 1},
+                                        {"name": "c", "v": 1}]}))
+    new.write_text(json.dumps({"rows": [{"name": "b", "v": 2}, {"name": "d", "v": 2}]}))
+    assert plot_peers.latest_rows([old, new]) == [{"name": "a", "v": 1}, {"name": "b", "v": 2},
+                                                  {"name": "c", "v": 1}, {"name": "d", "v": 2}]
+
+
+def test_every_benchmark_sorter_name_has_a_runner():
+    import peer_sorters
+
+    names = bench_peers.CPU_SORTERS + bench_peers.GPU_SORTERS + bench_peers.VARIANTS
+    assert set(names) == set(peer_sorters.SORTERS)
+    func, kwargs = peer_sorters.SORTERS["pykilosort_ks2_th8"]
+    assert func is peer_sorters._pykilosort and kwargs["extra"] == {"Th": [8.0, 4.0]}
+
+
+def test_variants_stay_out_of_the_summary_rows():
+    import plot_peers
+
+    rows = [{"name": "a", "sorters": {"pykilosort_ks2": 1, "pykilosort_ks2_th8": 2, "tdc": 3}}]
+    assert plot_peers.without(rows, plot_peers.VARIANTS) == [
+        {"name": "a", "sorters": {"pykilosort_ks2": 1, "tdc": 3}}]
+    assert rows[0]["sorters"]["pykilosort_ks2_th8"] == 2  # the input is left as it was
+
+
+def test_file_sha256_reads_past_its_block_size(tmp_path):
+    import hashlib
+
+    import recordings
+
+    data = np.random.default_rng(0).integers(0, 255, (1 << 24) + 1001, dtype=np.uint8).tobytes()
+    path = tmp_path / "rec.bin"
+    path.write_bytes(data)
+    assert recordings.file_sha256(path) == hashlib.sha256(data).hexdigest()
+    path.write_bytes(data[:-1] + b"\x00" if data[-1] else data[:-1] + b"\x01")
+    assert recordings.file_sha256(path) != hashlib.sha256(data).hexdigest()
+
+
+def test_results_taken_from_an_earlier_file_are_marked():
+    import plot_peers
+
+    res = {"status": "ok", "units_ge_0.8": 5, "false_positive": 1}
+    row = {"case": "static", "channels": 64, "duration_s": 120, "units": 30,
+           "sorters": {"pykilosort_ks2": res, "tridesclous2": {**res, "stored_in": "old.json"}}}
+    table = plot_peers.summary_table([row])
+    assert table.splitlines()[-1] == "| static 64 ch 2 min (30) | 5 / 1 | 5 / 1 (†) |"

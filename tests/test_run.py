@@ -42,6 +42,31 @@ def test_spikeinterface_wrapper_call(dat, tmp_path):
     assert saved["fshigh"] == 300.0 and saved["seed"] == 42 and saved["NchanTOT"] == 8
 
 
+def test_steps_run_with_one_blas_thread_and_the_limit_is_lifted_after(dat, monkeypatch):
+    """OpenBLAS's float32 results depend on its thread count (amplitudes 2e-6 apart on an AMD
+    EPYC between OPENBLAS_NUM_THREADS=1 and 2), so a sort must not inherit it from its caller."""
+    import threadpoolctl
+
+    import pykilosort.main as main
+
+    def blas_threads():
+        return {p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"}
+
+    seen = []
+    real = main.run_steps
+
+    def spy(*args, **kwargs):
+        seen.append(blas_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(main, "run_steps", spy)
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):  # the caller's setting
+        before = blas_threads()
+        run(dat, probe=linear_probe(8), **PRE)
+        assert blas_threads() == before  # restored for the caller
+    assert seen == [{1}]
+
+
 def test_log_file_has_versions_device_params_and_step_costs(dat):
     run(dat, probe=linear_probe(8), **PRE)
     log = (dat.parent / "output" / "pykilosort.log").read_text()

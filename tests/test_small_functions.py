@@ -369,3 +369,20 @@ def test_feature_export_memory_does_not_grow_with_the_spike_count(tmp_path):
         out = np.load(tmp_path / f"out{n}.npy")
         np.testing.assert_array_equal(out, src[rows])
     assert peaks[1] < 1.1 * peaks[0]
+
+
+def test_peak_rss_is_this_process_not_the_parent_it_was_started_from():
+    """A run started from a large process (a notebook) reports its own peak: ru_maxrss would
+    carry the parent's resident memory at the fork over the exec."""
+    import subprocess
+    import sys
+
+    from pykilosort.logs import peak_rss_mib
+
+    big = np.ones(300 * 2**20 // 8)  # 300 MiB resident in this (the parent) process
+    assert peak_rss_mib() > 300
+    code = "from pykilosort.logs import peak_rss_mib; print(peak_rss_mib())"
+    child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                 check=True).stdout)
+    assert 5 < child < 200, child  # numpy + pykilosort.logs: tens of MiB, not the parent's peak
+    del big
