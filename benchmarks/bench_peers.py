@@ -19,8 +19,8 @@ Time: the sorter's own wall time (imports excluded) and x real time; memory, sam
 (``peak_pss_mib``: a page shared by a parent and its forked workers counts once, split between
 them) and of the summed resident memory (``peak_rss_mib``: shared pages count once per process,
 an upper bound for sorters that fork workers, such as SpikeInterface's n_jobs); the kernel's
-exact peak of the main process alone (``peak_rss_self_mib``, VmHWM; results before 2026-12-01
-10:30 have ``ru_maxrss_self_mib``, which also counted this script's memory at the fork) is
+exact peak of the main process alone (``peak_rss_self_mib``, VmHWM; results measured before
+e9f7bf2 have ``ru_maxrss_self_mib``, which also counted this script's memory at the fork) is
 kept beside them.
 Measurements already in ``--work`` (timings and spikes) are reused, so a long benchmark can be
 stopped and resumed; ``--fresh`` measures again. Scores are always recomputed from the spikes. The markdown table and the figures come from ``plot_peers.py``.

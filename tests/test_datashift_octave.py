@@ -5,8 +5,8 @@ rigid and non-rigid drift) and preprocessed them with our pipeline (matlab_compa
 19 batches, the last one short and padded) into proc files; ks25_datashift_reference.m ran the
 ORIGINAL datashift2 on copies of them with nblocks = 5 and 1, pykilosort's detect_generic_spikes
 answering its spikedetector3 mex call (mexbridge/spikedetector3.m; the only piece of ours in the
-reference), into ks25_datashift.mat. Here the same proc files are regenerated (their sha256 must
-match the reference input's: otherwise the references are stale) and our datashift step
+reference), into ks25_datashift.mat. Here the same proc files are regenerated (byte-identical to
+the reference input's on the machine that made it; see _ours_on for another CPU) and our datashift step
 (matlab_compat=True, same parameters) runs on them; we compare the detector's temporal templates,
 the detections, the histograms F, dshift, yblk, iorig and the registered proc file (each
 channel's sum over each batch, and a subsample: every batch's first 2*ntbuff samples and every
@@ -31,6 +31,9 @@ CASES = [(rec, nb) for rec in RECORDINGS for nb in NBLOCKS]
 DD = 5.0            # datashift2's depth bin (um)
 DEPTH_ATOL = 3e-4   # um: float32 centre of mass of 10 projections, summed in another order
                     # (5 ulp of float32 between 512 and 1024 um; measured 1.8e-4)
+DEPTH_ATOL_OTHER_CPU = 3e-3  # um, when our proc file is not byte-identical to the reference's
+                             # input (made on another CPU): measured 1.7e-3 on an AMD EPYC
+                             # (24 of 4410 spikes beyond 3e-4), against 5 um depth bins
 SUM_ATOL = 10       # steps, per channel and batch (32704 samples); measured <= 3
 MAX_NEAR_TIES = 2   # spikes allowed one sample off (measured: 0 rigid, 1 nonrigid)
 
@@ -47,11 +50,13 @@ def _ours_on(rec: str, work, inp) -> dict:
     """Our proc file of ``rec`` (checked against the reference input), then our datashift step
     with each nblocks; the results the tests compare, read before the next run replaces them."""
     ctx = datashift_input.run_ours(rec, work, stop_after="preprocess")
-    digest = datashift_input.sha256_file(ctx.intermediate.proc)
-    expected = str(inp[rec]["proc_sha256"][0, 0][0])
-    assert digest == expected, (f"{rec}: our proc file changed ({digest[:12]} vs the reference "
-                                f"input's {expected[:12]}): the references are stale, rerun "
-                                "matlab_reference/run_all.sh")
+    # The reference ran on our proc file as written on the machine that made it (Intel Xeon).
+    # Another CPU's numpy/OpenBLAS kernels round the whitening differently in the last bits, so
+    # the proc file may differ there by an int16 step; the detections must still match one to
+    # one (test_detections_equal_octave), and only their depths get a wider tolerance. A stale
+    # reference (our preprocessing changed) fails those matches and the registered-file sums.
+    identical = datashift_input.sha256_file(ctx.intermediate.proc) == str(
+        inp[rec]["proc_sha256"][0, 0][0])
     out = {}
     for nb in NBLOCKS:
         ctx = datashift_input.run_ours(rec, work, stop_after="datashift", nblocks=nb)
@@ -62,7 +67,7 @@ def _ours_on(rec: str, work, inp) -> dict:
                    "wTEMP": np.asarray(it.wTEMP_detector), "proc": proc,
                    "F": np.asarray(it.F), "F0": np.asarray(it.F0), "F0m": np.asarray(it.F0m),
                    "ymin": float(np.min(ctx.probe_good.yc)), "NT": ctx.params.NT,
-                   "genericSpkTh": ctx.params.genericSpkTh}
+                   "genericSpkTh": ctx.params.genericSpkTh, "identical_input": identical}
     return out
 
 
@@ -144,7 +149,8 @@ def test_detections_equal_octave(reference, ours, rec, nb):
     for col, name in [(2, "amplitude"), (3, "kk")]:
         np.testing.assert_array_equal(m[im, col], r[ir, col], err_msg=name)
     np.testing.assert_array_equal(m[im, 4] + 1, r[ir, 4], err_msg="batch")
-    np.testing.assert_allclose(m[im, 1], r[ir, 1], rtol=0, atol=DEPTH_ATOL, err_msg="depth")
+    atol = DEPTH_ATOL if mine["identical_input"] else DEPTH_ATOL_OTHER_CPU
+    np.testing.assert_allclose(m[im, 1], r[ir, 1], rtol=0, atol=atol, err_msg="depth")
 
 
 @pytest.mark.parametrize("rec,nb", CASES)

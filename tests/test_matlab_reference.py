@@ -195,8 +195,9 @@ def test_upsampling_kernels():
     ka, kb = get_kernels(nt0=61, nt0min=20, nup=10, sig=1.0)
     assert np.abs(ka - r["Ka"]).max() <= 5e-14 and np.abs(kb - r["Kb"]).max() <= 5e-14
     ka, kb = get_kernels(nt0=61, nt0min=20, nup=10, sig=1.0, linspace="octave")
-    np.testing.assert_array_equal(ka, r["Ka"])
-    assert np.abs(kb - r["Kb"]).max() <= 1e-16
+    # identical on the Intel Xeon that made the reference; 1 ulp (2.2e-16) on an AMD EPYC,
+    # whose numpy kernels round differently: a wrong linspace or kernel is ~1e-14 off
+    assert np.abs(ka - r["Ka"]).max() <= 5e-16 and np.abs(kb - r["Kb"]).max() <= 5e-16
 
 
 # ------------------------------------------------------------------ snippets and batch sorting
