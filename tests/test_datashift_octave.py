@@ -47,7 +47,7 @@ def reference():
 
 
 def _ours_on(rec: str, work, inp) -> dict:
-    """Our proc file of ``rec`` (checked against the reference input), then our datashift step
+    """Our proc file of ``rec`` (compared with the reference input's sha256), then our datashift step
     with each nblocks; the results the tests compare, read before the next run replaces them."""
     ctx = datashift_input.run_ours(rec, work, stop_after="preprocess")
     # The reference ran on our proc file as written on the machine that made it (Intel Xeon).

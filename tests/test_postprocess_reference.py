@@ -154,6 +154,17 @@ def assert_same_order_up_to_ties(ours, ref, sim, what: str, *, one_based: bool, 
             f"{what}: column {j} orders {ours[:, j].tolist()} vs {ref[:, j].tolist()}, not a tie")
 
 
+def test_order_up_to_ties_accepts_only_swaps_of_equal_similarities():
+    sim = np.array([[1.0, 0.5], [0.7, 1.0], [0.7 + 1e-9, 0.2]])  # sim[:, j]: similarity to j
+    ref = np.array([[0, 1], [2, 0], [1, 2]])                      # column j sorted by sim[:, j]
+    assert_same_order_up_to_ties(ref.copy(), ref, sim, "same", one_based=False)
+    tie = np.array([[0, 1], [1, 0], [2, 2]])                      # 1 and 2 tie for column 0
+    assert_same_order_up_to_ties(tie, ref, sim, "tie", one_based=False)
+    wrong = np.array([[0, 0], [2, 1], [1, 2]])                    # column 1: 0.5 and 1.0 swapped
+    with pytest.raises(AssertionError, match="not a tie"):
+        assert_same_order_up_to_ties(wrong, ref, sim, "wrong", one_based=False)
+
+
 def test_splits_identical(case):
     _compare_split(case.out["split_svd"], case.ref["split_svd"][0, 0], "split_svd")
     if case.version == "2.0":
