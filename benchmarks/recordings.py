@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pykilosort.utils import file_sha256
+
 
 def neuropixels_like_probe(channels: int):
     """Neuropixels 1.0 layout: 4 columns 16 um apart, two contacts per 20 um row, alternate rows
@@ -128,17 +130,6 @@ def write_recording(work: Path, *, case: str, channels: int, duration: float, se
                                          seed=seed)
     _write_json(meta_path, meta)  # the meta marks a complete recording: written last
     return meta_path
-
-
-def file_sha256(path) -> str:
-    """sha256 of a file: a regenerated recording is the same one only if this is the same."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _write_json(path: Path, obj: dict) -> None:

@@ -12,13 +12,14 @@ as stale references, not as a datashift regression.
 """
 from __future__ import annotations
 
-import hashlib
 import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 import scipy.io
+
+from pykilosort.utils import file_sha256
 
 # One recording per drift kind; 64 channels (0..620 um: room for 5 non-rigid blocks), 20 s.
 RECORDINGS = {
@@ -52,14 +53,6 @@ def run_ours(case: str, work: Path, *, stop_after: str, **extra):
                drift_correction=True, matlab_compat=True, stop_after=stop_after, **RUN, **extra)
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def build_input(case: str, work: Path) -> dict:
     ctx = run_ours(case, work, stop_after="preprocess")
     probe, p, d = ctx.probe_good, ctx.params, ctx.derived
@@ -70,7 +63,7 @@ def build_input(case: str, work: Path) -> dict:
     proc = work / f"proc_{case}.dat"
     shutil.copyfile(src, proc)
     return {
-        "proc_path": str(proc.resolve()), "proc_sha256": sha256_file(proc),
+        "proc_path": str(proc.resolve()), "proc_sha256": file_sha256(proc),
         "xc": np.asarray(probe.xc, np.float64)[:, None], "yc": np.asarray(probe.yc, np.float64)[:, None],
         "NT": float(p.NT), "ntbuff": float(p.ntbuff), "Nbatch": float(nbatch),
         "Nchan": float(probe.Nchan), "nt0": float(p.nt0), "nt0min": float(d.nt0min),

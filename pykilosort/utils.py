@@ -107,6 +107,16 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def file_sha256(path) -> str:
+    """sha256 of a whole file, read in 16 MiB blocks: identity of a file, byte for byte (the
+    benchmarks' recordings, the Octave references' inputs), where file_digest samples."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def release_mapped_pages(array) -> None:
     """Drop the pages of a memory-mapped array from this process's resident set (they stay in
     the page cache). Reading a mapped file touches pages that count as the process's memory

@@ -283,26 +283,3 @@ def test_variants_stay_out_of_the_summary_rows():
     assert plot_peers.without(rows, plot_peers.VARIANTS) == [
         {"name": "a", "sorters": {"pykilosort_ks2": 1, "tdc": 3}}]
     assert rows[0]["sorters"]["pykilosort_ks2_th8"] == 2  # the input is left as it was
-
-
-def test_file_sha256_reads_past_its_block_size(tmp_path):
-    import hashlib
-
-    import recordings
-
-    data = np.random.default_rng(0).integers(0, 255, (1 << 24) + 1001, dtype=np.uint8).tobytes()
-    path = tmp_path / "rec.bin"
-    path.write_bytes(data)
-    assert recordings.file_sha256(path) == hashlib.sha256(data).hexdigest()
-    path.write_bytes(data[:-1] + b"\x00" if data[-1] else data[:-1] + b"\x01")
-    assert recordings.file_sha256(path) != hashlib.sha256(data).hexdigest()
-
-
-def test_results_taken_from_an_earlier_file_are_marked():
-    import plot_peers
-
-    res = {"status": "ok", "units_ge_0.8": 5, "false_positive": 1}
-    row = {"case": "static", "channels": 64, "duration_s": 120, "units": 30,
-           "sorters": {"pykilosort_ks2": res, "tridesclous2": {**res, "stored_in": "old.json"}}}
-    table = plot_peers.summary_table([row])
-    assert table.splitlines()[-1] == "| static 64 ch 2 min (30) | 5 / 1 | 5 / 1 (†) |"

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from pykilosort import datashift
+from pykilosort.utils import file_sha256
 
 from conftest import ROOT, load_reference
 
@@ -55,7 +56,7 @@ def _ours_on(rec: str, work, inp) -> dict:
     # the proc file may differ there by an int16 step; the detections must still match one to
     # one (test_detections_equal_octave), and only their depths get a wider tolerance. A stale
     # reference (our preprocessing changed) fails those matches and the registered-file sums.
-    identical = datashift_input.sha256_file(ctx.intermediate.proc) == str(
+    identical = file_sha256(ctx.intermediate.proc) == str(
         inp[rec]["proc_sha256"][0, 0][0])
     out = {}
     for nb in NBLOCKS:

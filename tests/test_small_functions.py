@@ -386,3 +386,16 @@ def test_peak_rss_is_this_process_not_the_parent_it_was_started_from():
                                  check=True).stdout)
     assert 5 < child < 200, child  # numpy + pykilosort.logs: tens of MiB, not the parent's peak
     del big
+
+
+def test_file_sha256_reads_the_whole_file_past_its_block_size(tmp_path):
+    import hashlib
+
+    from pykilosort.utils import file_sha256
+
+    data = np.random.default_rng(0).integers(0, 255, (1 << 24) + 1001, dtype=np.uint8).tobytes()
+    path = tmp_path / "rec.bin"
+    path.write_bytes(data)
+    assert file_sha256(path) == hashlib.sha256(data).hexdigest()
+    path.write_bytes(data[:-1] + (b"\x00" if data[-1] else b"\x01"))  # the last byte only
+    assert file_sha256(path) != hashlib.sha256(data).hexdigest()
