@@ -283,3 +283,13 @@ def test_variants_stay_out_of_the_summary_rows():
     assert plot_peers.without(rows, plot_peers.VARIANTS) == [
         {"name": "a", "sorters": {"pykilosort_ks2": 1, "tdc": 3}}]
     assert rows[0]["sorters"]["pykilosort_ks2_th8"] == 2  # the input is left as it was
+
+
+def test_results_taken_from_an_earlier_file_are_marked():
+    import plot_peers
+
+    res = {"status": "ok", "units_ge_0.8": 5, "false_positive": 1}
+    row = {"case": "static", "channels": 64, "duration_s": 120, "units": 30,
+           "sorters": {"pykilosort_ks2": res, "tridesclous2": {**res, "stored_in": "old.json"}}}
+    table = plot_peers.summary_table([row])
+    assert table.splitlines()[-1] == "| static 64 ch 2 min (30) | 5 / 1 | 5 / 1 (†) |"
