@@ -42,7 +42,9 @@ def _pykilosort(meta: dict, out: Path, *, device: str, drift_correction: bool,
              clusters=np.asarray(ctx.spike_clusters), good=np.asarray(ctx.intermediate.good),
              **steps)
     return {"wall_s": wall, "version": pykilosort.__version__, "params": params,
-            "steps_s": {k: v["wall_s"] for k, v in manifest["steps"].items()}}
+            "steps_s": {k: v["wall_s"] for k, v in manifest["steps"].items()},
+            # each step's own peak (VmHWM reset before it, Linux), to say which step needs memory
+            "steps_peak_rss_mib": {k: v.get("peak_rss_mib") for k, v in manifest["steps"].items()}}
 
 
 def _kilosort4(meta: dict, out: Path, *, device: str) -> dict:

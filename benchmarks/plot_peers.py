@@ -2,7 +2,8 @@
 
     python benchmarks/plot_peers.py RESULT.json [MORE.json ...] [--figures DIR]
 
-Prints the markdown tables of benchmarks/results/README.md ("Peers", "Where we lose") and writes
+Prints the markdown tables of benchmarks/results/README.md ("Peers", "Where we lose", and each
+step's own peak memory in our runs that recorded it) and writes
 ``<stem>_accuracy_vs_snr.png`` (accuracy of every ground-truth unit against its SNR, a panel per
 recording) and ``<stem>_cost.png`` (x real time and peak memory against channel count and
 duration, static recordings) next to the (first) result or in ``--figures``. Several results
@@ -182,6 +183,26 @@ def plot_cost(rows: list, path: Path) -> None:
     plt.close(fig)
 
 
+def steps_memory_table(rows: list) -> str:
+    """Our runs that recorded each step's own peak memory (VmHWM reset before the step): a line
+    per run, a column per step in pipeline order; '-' where a flow has no such step."""
+    runs = [(row, name, res) for row in rows for name, res in row["sorters"].items()
+            if res.get("steps_peak_rss_mib") and not res.get("stored_in")]
+    from pykilosort.main import step_names  # every step, in pipeline order
+
+    seen = {k for _, _, res in runs for k in res["steps_peak_rss_mib"]}
+    steps = [k for k in step_names() if k in seen]
+    lines = [f"| recording | sorter | {' | '.join(steps)} | process (MiB) |",
+             "|---|---|" + "---|" * (len(steps) + 1)]
+    for row, name, res in runs:
+        cells = [_fmt(res["steps_peak_rss_mib"].get(k)) if k in res["steps_peak_rss_mib"]
+                 else "-" for k in steps]
+        whole = res.get("peak_rss_self_mib")
+        lines.append(f"| {label(row)} | {name} | {' | '.join(cells)} | "
+                     f"{f'{whole:.0f}' if whole else '-'} |")
+    return "\n".join(lines)
+
+
 def without(rows: list, names) -> list:
     """The rows with the sorters ``names`` left out."""
     return [{**r, "sorters": {k: v for k, v in r["sorters"].items() if k not in names}}
@@ -216,6 +237,8 @@ def main():
     print(results_table(every))
     print()
     print(losses_table(rows))
+    print()
+    print(steps_memory_table(every))
 
 
 if __name__ == "__main__":

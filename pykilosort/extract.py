@@ -27,7 +27,7 @@ from .neighbours import get_closest_channels
 from .procfile import proc_batch_reader
 from .templates import template_channel_overlap, template_neighbours
 from .upsampling import get_kernels
-from .utils import atomic_path
+from .utils import atomic_path, release_mapped_pages
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +155,11 @@ def track_and_sort(ctx, rez: dict, iorder, slots, sink: _FeatureSink, *, read, i
         dwu = dwu * fexp + (1 - fexp) * (np.asarray(res.dWU) / np.maximum(1, nsp0))
         nsp = nsp * 0.95 + 0.05 * nsp0
         wa[..., k], ua[..., k], mua[:, k] = W, U, mu
+        # written pages of the maps would stay resident and grow with the recording (UA is
+        # Nchan x Nfilt x 3 x 4 bytes per batch: 1.1 MiB at 384 channels and 250 templates);
+        # dropped here they wait in the page cache like any written file
+        release_mapped_pages(wa)
+        release_mapped_pages(ua)
         sink.add(slot, *_batch_spikes(ctx, res, k, slot, nbatch))
     return nsp
 
@@ -249,6 +254,7 @@ def _compress(wa: np.ndarray, ua: np.ndarray, *, n_keep: int) -> dict:
         b = np.zeros((n_b, n_keep, n_filt), np.float32)
         for j in range(n_filt):
             x = arr[:, j].reshape(n_rows, n_b, order="F").astype(np.float64)
+            release_mapped_pages(arr)  # the pages read stay in the page cache, not in our RSS
             u, s, vt = np.linalg.svd(x, full_matrices=False)
             a[:, :, j] = u[:, :n_keep] * s[:n_keep]
             b[:, :, j] = vt[:n_keep].T

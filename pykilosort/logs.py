@@ -9,7 +9,8 @@ import logging
 import platform
 import sys
 
-__all__ = ["add_default_handler", "file_handler", "log_environment", "peak_rss_mib"]
+__all__ = ["add_default_handler", "file_handler", "log_environment", "peak_rss_mib",
+           "reset_peak_rss"]
 
 _FORMAT = "%(asctime)s.%(msecs)03d %(levelname)-7s %(name)s: %(message)s"
 _DATEFMT = "%H:%M:%S"
@@ -35,14 +36,44 @@ def file_handler(path, level=logging.DEBUG) -> logging.FileHandler:
     return handler
 
 
-def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far, MiB.
+# the process's peak before the last reset_peak_rss(): the kernel forgets it, we do not
+_peak_before_reset_mib = 0.0
+
+
+def peak_rss_mib(*, since_reset: bool = False) -> float:
+    """Peak resident memory of this process, MiB: over its whole life, or with ``since_reset``
+    since the last :func:`reset_peak_rss` that succeeded (a pipeline step's own peak).
 
     On Linux the kernel's high-water mark of this process's own address space (VmHWM): ru_maxrss
     would also count the parent's resident memory at the fork, carried over the exec, so a run
     launched from a large process (a notebook, a benchmark that generated the recording) would
-    report the parent's peak. Elsewhere ru_maxrss (KiB on Linux, bytes on macOS); NaN on Windows.
+    report the parent's peak. Elsewhere ru_maxrss (KiB on Linux, bytes on macOS), which cannot be
+    reset; NaN on Windows.
     """
+    hwm = _vm_hwm_mib()
+    if hwm is None:
+        return _ru_maxrss_mib()
+    return hwm if since_reset else max(hwm, _peak_before_reset_mib)
+
+
+def reset_peak_rss() -> bool:
+    """Start a new high-water mark, so that ``peak_rss_mib(since_reset=True)`` is the peak from
+    now on (Linux >= 4.0: writing 5 to /proc/self/clear_refs). The lifetime peak is kept. Returns
+    False where the kernel offers no reset: step peaks are then the process's peak so far."""
+    global _peak_before_reset_mib
+    hwm = _vm_hwm_mib()
+    if hwm is None:
+        return False
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    _peak_before_reset_mib = max(_peak_before_reset_mib, hwm)
+    return True
+
+
+def _vm_hwm_mib() -> float | None:
     try:
         with open("/proc/self/status") as f:
             for line in f:
@@ -50,6 +81,10 @@ def peak_rss_mib() -> float:
                     return int(line.split()[1]) / 1024  # kB
     except OSError:
         pass
+    return None
+
+
+def _ru_maxrss_mib() -> float:
     try:
         import resource
     except ImportError:  # Windows

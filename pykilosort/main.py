@@ -5,6 +5,7 @@ import json
 import logging
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from .drift import datashift_step
 from .errors import ContextError, ParameterError, ProbeError
 from .io import RawData, expand_raw_paths, find_meta, read_spikeglx_meta
 from .learn import learn_step
-from .logs import file_handler, log_environment
+from .logs import file_handler, log_environment, peak_rss_mib, reset_peak_rss
 from .params import Params, derive, resolve_params
 from .pipeline import Step, run_steps
 from .postprocess import (cutoff_step, duplicates_step, good_units_step, merges_step,
@@ -219,10 +220,14 @@ def _export(ctx: Context, output_dir: Path) -> None:
     from .drift import write_drift_outputs
     from .export import write_phy, write_rez_mat
 
+    own, t0 = reset_peak_rss(), time.perf_counter()
     write_phy(ctx, output_dir)
     write_drift_outputs(ctx, output_dir)
     write_rez_mat(ctx, output_dir / "rez.mat")
     write_text_atomic(output_dir / "params.json", ctx.params.to_json())
+    logger.info("export done in %.2f s, peak memory %.0f MiB %s (process %.0f MiB)",
+                time.perf_counter() - t0, peak_rss_mib(since_reset=True),
+                "in the export" if own else "so far", peak_rss_mib())
     good = np.asarray(ctx.intermediate.good, bool)
     logger.info("sorting finished: %d spikes in %d clusters (%d good); phy folder %s",
                 np.asarray(ctx.intermediate.st3).size, good.size, good.sum(), output_dir)

@@ -17,7 +17,7 @@ from typing import Callable, Mapping
 from . import __version__
 from .context import Context
 from .errors import ParameterError
-from .logs import peak_rss_mib
+from .logs import peak_rss_mib, reset_peak_rss
 from .params import _jsonable, params_reading
 
 logger = logging.getLogger(__name__)
@@ -96,12 +96,17 @@ def load_checkpoints(ctx: Context, steps: list[Step]) -> tuple[list[str], list[s
 
 def _compute(ctx: Context, step: Step, key: str) -> None:
     logger.info("step %-14s running (key %s)", step.name, key)
+    # the step's own peak, so that a run's log says which step needs the memory (Linux; elsewhere
+    # the kernel keeps one lifetime peak, and each step reports the process's peak so far)
+    own = reset_peak_rss()
     t0 = time.perf_counter()
     outputs = step.func(ctx)
     wall = time.perf_counter() - t0
-    rss = peak_rss_mib()
-    ctx.save_outputs(step.name, key, dict(outputs), extra={"wall_s": round(wall, 3),
-                                                           "peak_rss_mib": round(rss, 1)},
+    rss, process = peak_rss_mib(since_reset=True), peak_rss_mib()
+    ctx.save_outputs(step.name, key, dict(outputs),
+                     extra={"wall_s": round(wall, 3), "peak_rss_mib": round(rss, 1),
+                            "peak_rss_scope": "step" if own else "process"},
                      subfolder=step.name if step.subfolder else None)
     ctx.steps_run.append(step.name)
-    logger.info("step %-14s done in %.2f s, peak memory %.0f MiB", step.name, wall, rss)
+    logger.info("step %-14s done in %.2f s, peak memory %.0f MiB %s (process %.0f MiB)", step.name,
+                wall, rss, "in the step" if own else "so far", process)

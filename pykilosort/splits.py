@@ -32,6 +32,7 @@ from .logs import progress
 from .merges import cluster_members
 from .snippets import eig_components
 from .templates import template_neighbours
+from .utils import release_mapped_pages
 
 logger = logging.getLogger(__name__)
 
@@ -221,6 +222,9 @@ def split_all_clusters(*, times: np.ndarray, templates: np.ndarray, features, ro
             ik += 1
             continue
         clp0 = _flat_features(np.asarray(features[np.asarray(rows)[isp]]))
+        # a memory-mapped cProjPC's pages read would stay resident: over all clusters, the
+        # whole file (384 bytes a spike at 32 channels), growing with the recording
+        release_mapped_pages(features)
         cand, vetoed = _try_split(clp0, seconds[isp], init=init, wpca=wpca, auc_split=auc_split,
                                   running_avg=running_avg)
         vetoes += vetoed

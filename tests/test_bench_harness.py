@@ -293,3 +293,19 @@ def test_results_taken_from_an_earlier_file_are_marked():
            "sorters": {"pykilosort_ks2": res, "tridesclous2": {**res, "stored_in": "old.json"}}}
     table = plot_peers.summary_table([row])
     assert table.splitlines()[-1] == "| static 64 ch 2 min (30) | 5 / 1 | 5 / 1 (†) |"
+
+
+def test_steps_memory_table_lists_each_runs_steps_in_pipeline_order():
+    import plot_peers
+
+    row = {"case": "static", "channels": 384, "duration_s": 600.0, "units": 180, "sorters": {
+        "pykilosort_ks2": {"steps_peak_rss_mib": {"preprocess": 600.4, "learn": 1200.0},
+                           "peak_rss_self_mib": 1210.0},
+        "pykilosort_ks25": {"steps_peak_rss_mib": {"preprocess": 610.0, "datashift": 900.0,
+                                                   "learn": 1100.0}},
+        "tridesclous2": {"peak_rss_mib": 5000.0},  # a peer: no steps
+        "old": {"steps_peak_rss_mib": {"learn": 1.0}, "stored_in": "x.json"}}}
+    lines = plot_peers.steps_memory_table([row]).splitlines()
+    assert lines[0] == "| recording | sorter | preprocess | datashift | learn | process (MiB) |"
+    assert lines[2:] == ["| static 384 ch 10 min | pykilosort_ks2 | 600 | - | 1200 | 1210 |",
+                         "| static 384 ch 10 min | pykilosort_ks25 | 610 | 900 | 1100 | - |"]

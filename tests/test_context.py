@@ -2,6 +2,7 @@
 kill, detect damaged files, clear_context, stop_after, load_context."""
 import json
 import logging
+import sys
 
 import numpy as np
 import pytest
@@ -176,6 +177,25 @@ def test_manifest_records_time_and_memory(rec):
     for step in ALL:
         record = manifest["steps"][step]
         assert record["wall_s"] >= 0 and record["peak_rss_mib"] > 0 and len(record["key"]) == 16
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a step's own peak needs Linux")
+def test_manifest_memory_is_each_steps_own_peak(rec):
+    """A light step after a hungry one records its own peak memory, not the process's so far
+    (which would hide the step that needs the memory); the process's peak is still kept."""
+    from pykilosort.logs import peak_rss_mib
+    from pykilosort.pipeline import Step, run_steps
+
+    def hungry(ctx):
+        return {"hungry_sum": float(np.ones(300 * 2**20 // 8).sum())}  # 300 MiB for a moment
+
+    ctx = _run(rec)
+    run_steps(ctx, [Step("hungry", hungry), Step("light", lambda ctx: {"light_value": 1.0})])
+    steps = json.loads((ctx.path / "manifest.json").read_text())["steps"]
+    assert steps["hungry"]["peak_rss_mib"] > steps["light"]["peak_rss_mib"] + 250, steps
+    assert steps["light"]["peak_rss_scope"] == "step"
+    hungry_peak = steps["hungry"]["peak_rss_mib"]  # rounded to 0.1 MiB
+    assert round(peak_rss_mib(), 1) >= hungry_peak > peak_rss_mib(since_reset=True) + 250
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o002])

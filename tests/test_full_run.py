@@ -3,6 +3,7 @@ and SpikeInterface open the result, resume and re-parameterisation, the CLI and 
 runs killed (SIGKILL) during learning, post-processing and export that finish identically."""
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -73,6 +74,8 @@ def test_run_returns_the_sorting_and_writes_phy_files(sorted_rec):
         assert (ctx.output_dir / name).is_file(), name
     assert not list(ctx.output_dir.glob(".export-*"))
     assert not (ctx.path / "features_tmp").exists()  # the extraction's scratch folder is removed
+    log = (ctx.output_dir / "pykilosort.log").read_text()
+    assert re.search(r"export done in [\d.]+ s, peak memory \d+ MiB in the export", log)
 
 
 def test_phylib_opens_the_folder(sorted_rec):
@@ -190,6 +193,49 @@ def _killed_run(rec, folder, *, module, name, at_call, auc=0.9):
                            str(folder)], capture_output=True, text=True,
                           env={**os.environ, "PYKILOSORT_PROGRESS": "0"})
     assert proc.returncode == -9, proc.stderr[-2000:]
+
+
+def _rss_file_mib() -> float:
+    """Resident pages of mapped files in this process (Linux's RssFile), MiB."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssFile:")) / 1024
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads RssFile in /proc")
+def test_splits_leave_no_memory_mapped_features_resident(sorted_rec, tmp_path):
+    """The splits read each cluster's rows of the memory-mapped cProjPC. Pages read stay in the
+    resident set unless released: over all clusters the whole file, so memory would grow with the
+    recording (issue 12). Here each spike's features sit on a page of their own (rows 16 apart
+    in a bigger map), and the splits must still be the pipeline's."""
+    from pykilosort.neighbours import get_closest_channels
+    from pykilosort.splits import split_all_clusters
+    from pykilosort.upsampling import get_kernels
+
+    ctx, spread = sorted_rec, 16
+    p, nt0min, probe = ctx.params, ctx.derived.nt0min, ctx.probe_good
+    feats = np.asarray(ctx.checkpoint("learn", "cProjPC"))
+    big = np.lib.format.open_memmap(tmp_path / "f.npy", "w+", np.float32,
+                                    (feats.shape[0] * spread, *feats.shape[1:]))
+    big[::spread] = feats
+    del big  # written and closed: read back below through a fresh read-only map
+    big = np.load(tmp_path / "f.npy", mmap_mode="r")
+    st3 = np.asarray(ctx.checkpoint("merges", "st3"))
+    iC, _, _ = get_closest_channels(xc=probe.xc, yc=probe.yc, sigma_mask=p.sigmaMask,
+                                    n_closest=min(probe.Nchan, 32))
+    ka, kb = get_kernels(nt0=p.nt0, nt0min=nt0min)
+    before = _rss_file_mib()
+    res = split_all_clusters(
+        times=st3["time"], templates=st3["template"], features=big,
+        rows=np.arange(st3.size) * spread, dWU=np.asarray(ctx.checkpoint("learn", "dWU")),
+        W=np.asarray(ctx.checkpoint("learn", "W")),
+        sim=np.asarray(ctx.checkpoint("learn", "simScore")),
+        wpca=np.asarray(ctx.checkpoint("learn", "wPCA")), iC=iC, Ka=ka, Kb=kb, fs=p.fs,
+        nt0min=nt0min, auc_split=p.AUCsplit, init="svd", running_avg=not ctx.derived.ks25,
+        legacy_swap=p.matlab_compat)
+    grown = _rss_file_mib() - before
+    np.testing.assert_array_equal(res.templates, ctx.checkpoint("split_svd", "st3")["template"])
+    pages_mib = st3.size * 4096 / 2**20  # what reading the spikes' features touches
+    assert pages_mib > 20 and grown < 0.1 * pages_mib, (grown, pages_mib)
 
 
 @pytest.mark.parametrize("where", [

@@ -351,6 +351,22 @@ def test_release_mapped_pages_drops_a_read_memory_map_from_the_resident_set(tmp_
     assert touched - before > 48 and touched - rss_mib() > 48
 
 
+def test_release_mapped_pages_keeps_what_was_written_through_a_shared_map(tmp_path):
+    """The extraction writes per-batch templates (WA, UA) into scratch maps and releases each
+    batch's pages: the written values must survive, in the map and in the file."""
+    from pykilosort.utils import release_mapped_pages
+
+    a = np.lib.format.open_memmap(tmp_path / "wa.npy", "w+", np.float32, (61, 40, 3, 20),
+                                  fortran_order=True)
+    expected = np.random.default_rng(0).standard_normal(a.shape).astype(np.float32)
+    for k in range(a.shape[-1]):
+        a[..., k] = expected[..., k]
+        release_mapped_pages(a)
+    np.testing.assert_array_equal(a, expected)
+    del a
+    np.testing.assert_array_equal(np.load(tmp_path / "wa.npy"), expected)
+
+
 def test_feature_export_memory_does_not_grow_with_the_spike_count(tmp_path):
     """pc_features.npy is written block by block: 4x the spikes, the same peak (issue 12)."""
     import tracemalloc
