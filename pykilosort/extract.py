@@ -24,7 +24,7 @@ import numpy as np
 from .kernels import match_templates, template_svd
 from .logs import progress
 from .neighbours import get_closest_channels
-from .procfile import proc_batch_reader
+from .procfile import proc_batch_reader, unscaled
 from .templates import template_channel_overlap, template_neighbours
 from .upsampling import get_kernels
 from .utils import atomic_path, release_mapped_pages
@@ -143,7 +143,7 @@ def track_and_sort(ctx, rez: dict, iorder, slots, sink: _FeatureSink, *, read, i
     wpca = put(rez["wPCA"].astype(np.float32))
     for k, slot in zip(progress(iorder, desc="extract spikes", total=len(iorder)), slots):
         k = int(k)
-        data = put(np.asfortranarray(read(k), dtype=np.float32) / np.float32(p.scaleproc))
+        data = put(unscaled(read(k), p.scaleproc))
         svd = fetch(template_svd(put(np.asfortranarray(dwu)), put(np.asfortranarray(W)),
                                  iC=put(iC), iW=put(iW), Ka=put(ka), Kb=put(kb), nt0min=d.nt0min))
         W, U, mu = svd.W, svd.U, np.asarray(svd.mu, np.float64).ravel()
@@ -287,7 +287,7 @@ def run_templates_ks25(ctx, rez: dict) -> dict:
     read = proc_sample_reader(ctx)
     for k in progress(range(nbatch), desc="extract spikes", total=nbatch):
         batch = read(p.NT * k, p.NT + 2 * p.ntbuff, pad=True)
-        data = put(np.asfortranarray(batch, dtype=np.float32) / np.float32(p.scaleproc))
+        data = put(unscaled(batch, p.scaleproc))
         svd = fetch(template_svd(dwu_dev, put(np.asfortranarray(W)), **dev))
         W, U, mu = svd.W, svd.U, np.asarray(svd.mu, np.float64).ravel()
         res = _match_with_features(ctx, data, W=W, U=U, mu=mu, iC=dev["iC"], iW=dev["iW"],

@@ -17,7 +17,7 @@ from .extract import run_templates, run_templates_ks25
 from .kernels import detect_new_spikes, match_templates, template_svd
 from .logs import progress
 from .neighbours import get_closest_channels
-from .procfile import proc_batch_reader, proc_sample_reader
+from .procfile import proc_batch_reader, proc_sample_reader, unscaled
 from .random import make_stream
 from .snippets import extract_templates_from_snippets
 from .templates import (memorize_w, template_channel_overlap, template_neighbours,
@@ -73,7 +73,7 @@ def learn_templates(ctx, iorder: np.ndarray) -> dict:
     detect = dict(templates=put(wtemp), iC=put(iC), th=p.Th[0], n_sum=min(n_chan, 7))
     st = _State()
     for ib, k in enumerate(progress(iorder, desc="learn templates", total=len(iorder))):
-        data = put(np.asfortranarray(read(int(k)), dtype=np.float32) / np.float32(p.scaleproc))
+        data = put(unscaled(read(int(k)), p.scaleproc))
         if ib == 0:
             st.start(_project(fetch(detect_new_spikes(data, **detect).snippets), wpca), w0, m0)
         iW = np.abs(st.dWU[d.nt0min - 1]).argmax(axis=0)          # best channel of each template

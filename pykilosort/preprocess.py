@@ -5,6 +5,7 @@ whiteningLocal.m and whiteningFromCovariance.m of Kilosort2 v2.0.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 
@@ -14,6 +15,7 @@ from .context import Context
 from .errors import DataQualityError
 from .filtering import filter_coefficients, gpufilter
 from .kernels import count_crossings, round_int16
+from .kernels.preprocessing import sparse_whitening, whiten_sparse
 from .io import read_batch, read_batch_ks25
 from .logs import progress
 from .utils import atomic_path
@@ -136,14 +138,29 @@ def get_whitening_matrix(ctx: Context) -> tuple[np.ndarray, np.ndarray]:
 def write_proc(ctx: Context, wrot: np.ndarray, path) -> int:
     """Filter, crop, whiten and write every batch; returns the number of batches written."""
     writer = _write_proc_ks25 if ctx.derived.ks25 else _write_proc_ks2
-    w = ctx.backend.asarray(wrot, dtype=np.float32)
     with open(path, "wb") as f:
-        for block in writer(ctx, w):
+        for block in writer(ctx, _whitener(ctx, wrot)):
             f.write(block)
     return ctx.derived.Nbatch
 
 
-def _write_proc_ks2(ctx: Context, w):
+def _whitener(ctx: Context, wrot: np.ndarray):
+    """datr (n, Nchan) -> datr @ wrot, float32 on ctx's device.
+
+    On the CPU a local whitening matrix on many channels is mostly zeros, and the sort runs
+    BLAS on one thread: the product skips them (:func:`whiten_sparse`). Otherwise each flow
+    keeps the dense product its writer always computed.
+    """
+    cols = sparse_whitening(wrot) if ctx.backend.name == "cpu" else None
+    if cols is not None:
+        return functools.partial(whiten_sparse, cols=cols)
+    w = ctx.backend.asarray(wrot, dtype=np.float32)
+    if ctx.derived.ks25:
+        return lambda datr: datr @ w
+    return lambda datr: (w.T @ datr.T).T  # computed this way round, it is Fortran-ordered
+
+
+def _write_proc_ks2(ctx: Context, whiten):
     """v2.0 preprocessDataSub: batches overlap by ntbuff; each block is NT x Nchan time-fastest
     (MATLAB fwrite of an NT x Nchan matrix), block k at byte k*NT*Nchan*2."""
     p, d = ctx.params, ctx.derived
@@ -153,11 +170,11 @@ def _write_proc_ks2(ctx: Context, w):
         buff, ioffset = read_batch(ctx.raw_data, ibatch, NT=p.NT, ntbuff=p.ntbuff, NTbuff=d.NTbuff,
                                    tstart=d.tstart, hi=ctx.raw_data.n_samples)
         datr = _filter(ctx, buff, chan_map, b, a)[ioffset: ioffset + p.NT]
-        whitened = (w.T @ datr.T).T  # computed this way round, the product is Fortran-ordered
+        whitened = whiten(datr)
         yield np.asfortranarray(_to_numpy(ctx, round_int16(whitened))).T  # C view: time fastest
 
 
-def _write_proc_ks25(ctx: Context, w):
+def _write_proc_ks25(ctx: Context, whiten):
     """v2.5 preprocessDataSub: consecutive batches of NT; the first ntbuff samples of each batch
     are cross-faded (linearly) with the previous batch's filtered look-ahead; blocks are written
     channel-fastest (int16(datr')). The original fades the recording's very first ntbuff samples
@@ -178,7 +195,7 @@ def _write_proc_ks25(ctx: Context, w):
         if prev is not None:
             datr[ntb: 2 * ntb] = w_edge * datr[ntb: 2 * ntb] + (1 - w_edge) * prev
         prev = datr[ntb + p.NT: 2 * ntb + p.NT].copy()
-        out = round_int16(datr[ntb: ntb + p.NT] @ w)
+        out = round_int16(whiten(datr[ntb: ntb + p.NT]))
         yield np.ascontiguousarray(_to_numpy(ctx, out))  # channel fastest
 
 

@@ -6,11 +6,29 @@ blocks and Kilosort 2.5's channel-fastest ones.
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from .errors import DataQualityError
 
-__all__ = ["proc_batch_reader", "proc_sample_reader"]
+__all__ = ["proc_batch_reader", "proc_sample_reader", "unscaled"]
+
+
+def unscaled(block: np.ndarray, scaleproc: float) -> np.ndarray:
+    """single(block) / scaleproc: an (n, Nchan) int16 batch of the proc file as the float32
+    Fortran (n, Nchan) array the kernels take (the division in float32, as numpy and MATLAB
+    do). One parallel pass instead of a cast, a Fortran copy and a division (0.1 s a batch at
+    384 channels)."""
+    out = np.empty(block.shape, np.float32, order="F")
+    _unscale_twin(block, np.float32(scaleproc), out)
+    return out
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _unscale_twin(block, scale, out):
+    for c in numba.prange(block.shape[1]):
+        for t in range(block.shape[0]):
+            out[t, c] = np.float32(block[t, c]) / scale
 
 
 def proc_batch_reader(ctx):

@@ -137,7 +137,7 @@ def cluster_single_batches(ctx) -> dict:
     """
     from .kernels import threshold_spike_pcs
     from .neighbours import get_closest_channels
-    from .procfile import proc_batch_reader
+    from .procfile import proc_batch_reader, unscaled
     from .random import make_stream
     from .snippets import extract_pc_from_snippets
 
@@ -162,7 +162,7 @@ def cluster_single_batches(ctx) -> dict:
     wpca_d, iC_d = put(wpca[:, :_NRANK_PC].astype(np.float32)), put(iC)
     for ib in progress(range(nbatch), desc="reorder: cluster batches", total=nbatch):
         k = min(nbatch - 2, ib) if p.matlab_compat else ib
-        data = put(read(k).astype(np.float32) / np.float32(p.scaleproc))
+        data = put(unscaled(read(k), p.scaleproc))
         spikes = ctx.backend.fetch(threshold_spike_pcs(
             data=data, wpca=wpca_d, iC=iC_d, nt0min=nt0min, spk_th=p.ThPre,
             legacy_coverage=p.matlab_compat))

@@ -442,3 +442,21 @@ def test_cuda_capacity_error_and_empty():
     assert isinstance(info.value, KilosortError)
     res = match_templates(gdata * 0, **gkw, **opts, template_features=True, pc_features=True)
     assert res.st.size == 0 and res.pc_features.shape == (4, 3, 0) and not res.dWU.any()
+
+
+def test_round_toward_zero_like_cuda_double2float_rz(rng):
+    """float64 -> float32 rounded toward zero, on ordinary, exact, subnormal, overflowing and
+    special values, against numpy's round-to-nearest stepped back with nextafter."""
+    from pykilosort.kernels.mpnu8 import _round_toward_zero
+
+    acc = np.concatenate([rng.standard_normal(500) * 10.0 ** rng.integers(-45, 40, 500),
+                          [0.0, -0.0, 1.5, -2.0, 1e-50, -1e-50, 1e-40, 3.5e38, -1e300,
+                           np.inf, -np.inf, np.nan]]).reshape(2, -1)
+    out = np.empty(acc.shape, np.float32)
+    with np.errstate(over="ignore"):
+        near = acc.astype(np.float32)
+        ref = np.where(np.abs(near.astype(np.float64)) > np.abs(acc),
+                       np.nextafter(near, np.float32(0)), near)
+    _round_toward_zero(acc, out, np.arange(2))
+    np.testing.assert_array_equal(out.view(np.int32), ref.view(np.int32))
+    assert np.isfinite(out[np.isfinite(acc)]).all()  # overflow rounds to the largest float

@@ -1,7 +1,6 @@
 """Fused preprocessing kernels: numba twins vs slow references on tiny and ragged shapes; CUDA vs twin."""
 import numpy as np
 import pytest
-import scipy.ndimage
 
 from pykilosort.kernels import common_reference, count_crossings, round_int16
 
@@ -50,21 +49,12 @@ def test_count_crossings_equals_naive(rng, shape, half):
     k = max(4, datr.size // 100)  # sparse spikes, so they stand out of the z-scored noise
     datr[rng.integers(0, shape[0], k), rng.integers(0, shape[1], k)] -= 90
     datr[:, 1] = 0  # a flat channel
+    datr[50:52, 0] = -120  # a two-sample plateau: both samples are minima (to 1e-3)
+    datr[[19, 20, shape[0] - 21, shape[0] - 20], 2] = -120  # at and beyond the edge exclusion
     got = count_crossings(datr, spk_th=-4.0, nt0=20, NT=shape[0], half_window=half)
     ref = _count_crossings_naive(datr, -4.0, 20, shape[0], half)
     assert ref.sum() >= 3 and ref[1] == 0
     np.testing.assert_array_equal(got, ref)
-
-
-def test_running_min_equals_scipy(rng):
-    from pykilosort.kernels.preprocessing import _running_min
-
-    for n, half in [(1, 3), (7, 3), (100, 30), (1000, 1)]:
-        z = rng.standard_normal(n).astype(np.float32)
-        out = np.empty_like(z)
-        _running_min(z, half, out)
-        ref = scipy.ndimage.minimum_filter1d(z, 2 * half + 1, mode="constant", cval=np.inf)
-        np.testing.assert_array_equal(out, ref)
 
 
 def test_round_int16_like_matlab():
@@ -101,3 +91,58 @@ def test_median_equals_numpy(rng):
             if rng.random() < 0.3:  # ties
                 v = np.round(v).astype(np.float32)
             assert _median(v, np.empty(n, np.float32)) == np.median(v), (n, v)
+
+
+def test_bracketed_median_equals_numpy_on_both_paths(rng):
+    """The subsample bracket holds the median, or misses it (the full search): both exact."""
+    from pykilosort.kernels.preprocessing import _SAMPLE, _median_bracketed
+
+    scratch, sample = np.empty(400, np.float32), np.empty(_SAMPLE, np.float32)
+    for n in [4 * _SAMPLE - 1, 4 * _SAMPLE, 85, 383, 384]:
+        for trial in range(60):
+            v = (rng.standard_normal(n) * 20).astype(np.float32)
+            if trial % 3 == 1:  # ties, as int16 samples minus channel means have
+                v = np.round(v).astype(np.float32)
+            if trial % 3 == 2:  # the subsample is the largest values: the bracket misses
+                v = np.sort(v)
+                stride = n // _SAMPLE
+                top = v[-_SAMPLE:].copy()
+                v = np.delete(v, np.arange(n - _SAMPLE, n))
+                v = np.insert(v, np.arange(_SAMPLE) * stride - np.arange(_SAMPLE), top)
+            assert _median_bracketed(v, scratch, sample) == np.median(v), (n, trial)
+
+
+def _local_whitening_like(rng, nchan, n_range):
+    """A (nchan, nchan) matrix with n_range non-zero weights per column, near the diagonal."""
+    w = np.zeros((nchan, nchan))
+    for j in range(nchan):
+        rows = np.argsort(np.abs(np.arange(nchan) - j), kind="stable")[:n_range]
+        w[rows, j] = rng.standard_normal(n_range)
+    return w
+
+
+def test_sparse_whitening_equals_sequential_sum_and_dense_product(rng):
+    from pykilosort.kernels.preprocessing import sparse_whitening, whiten_sparse
+
+    wrot = _local_whitening_like(rng, 96, 12)
+    datr = np.asfortranarray(rng.standard_normal((500, 96)) * 50, np.float32)
+    cols = sparse_whitening(wrot)
+    assert cols is not None and cols.count.tolist() == [12] * 96
+    got = whiten_sparse(datr, cols=cols)
+    assert got.flags.f_contiguous and got.dtype == np.float32
+    w32 = wrot.astype(np.float32)
+    ref = np.zeros_like(got)
+    for j in range(96):  # row order, float32 multiply then add
+        for r in np.flatnonzero(w32[:, j]):
+            ref[:, j] += w32[r, j] * datr[:, r]
+    np.testing.assert_array_equal(got, ref)
+    dense = datr.astype(np.float64) @ w32.astype(np.float64)
+    np.testing.assert_allclose(got, dense, rtol=0, atol=1e-5 * np.abs(dense).max())
+
+
+def test_sparse_whitening_only_for_mostly_zero_matrices(rng):
+    from pykilosort.kernels.preprocessing import sparse_whitening
+
+    assert sparse_whitening(_local_whitening_like(rng, 384, 32)) is not None  # 1/12 non-zero
+    assert sparse_whitening(_local_whitening_like(rng, 128, 32)) is None      # 1/4: BLAS
+    assert sparse_whitening(rng.standard_normal((64, 64))) is None

@@ -7,8 +7,9 @@ import pytest
 from pykilosort import run
 from pykilosort.errors import DataQualityError
 from pykilosort.filtering import filter_coefficients, gpufilter
-from pykilosort.io import read_batch
+from pykilosort.io import read_batch, read_batch_ks25
 from pykilosort.kernels import round_int16 as round_like_matlab_int16
+from pykilosort.kernels.preprocessing import whiten_sparse
 from pykilosort.preprocess import (whitening_from_covariance,
                                    whitening_local)
 
@@ -91,6 +92,42 @@ def test_proc_file_is_filter_crop_whiten_round_in_matlab_layout(rec):
         expected = round_like_matlab_int16((datr @ wrot).astype(np.float32))
         block = proc[ib * p.NT * nchan: (ib + 1) * p.NT * nchan].reshape(p.NT, nchan, order="F")
         assert np.abs(block.astype(int) - expected).max() <= 1  # float32 summation order only
+
+
+@pytest.mark.parametrize("ks25", [False, True])
+def test_local_whitening_on_many_channels_skips_the_zero_weights(tmp_path, monkeypatch, ks25):
+    """whiteningRange=4 on 32 channels: 1/8 of the weights are non-zero, so the CPU product runs
+    over those only (as at 384 channels with the default 32); the proc file is still the
+    whitened batch, within one int16 step of the dense float32 product."""
+    import pykilosort.preprocess as pre
+
+    calls = []
+    monkeypatch.setattr(pre, "whiten_sparse",
+                        lambda datr, *, cols: calls.append(1) or whiten_sparse(datr, cols=cols))
+    path = write_noise_with_spikes(tmp_path / "r.bin", n_samples=40000, n_channels=32)
+    ctx = run(path, probe=linear_probe(32), whiteningRange=4, minfr_goodchannels=0,
+              drift_correction=ks25, **PRE)
+    p, d = ctx.params, ctx.derived
+    assert len(calls) == d.Nbatch
+    wrot = np.asarray(ctx.intermediate.Wrot, np.float32)
+    assert (np.count_nonzero(wrot, axis=0) == 4).all()
+    proc = np.fromfile(ctx.intermediate.proc, np.int16)
+    b, a = filter_coefficients(fs=p.fs, fshigh=p.fshigh)
+    reader = read_batch_ks25 if ks25 else read_batch
+    buff = reader(ctx.raw_data, 1, NT=p.NT, ntbuff=p.ntbuff, NTbuff=d.NTbuff, tstart=0,
+                  hi=ctx.raw_data.n_samples)
+    if ks25:  # batch 1 is cross-faded with batch 0's look-ahead over its first ntbuff samples
+        datr = _gpufilter_reference(buff, ctx.intermediate.chanMap, b, a, True)
+        datr, sl = datr[p.ntbuff: p.ntbuff + p.NT], np.s_[p.ntbuff:]
+        block = proc[p.NT * 32: 2 * p.NT * 32].reshape(p.NT, 32)
+    else:
+        buff, ioff = buff
+        datr = _gpufilter_reference(buff, ctx.intermediate.chanMap, b, a, True)
+        datr, sl = datr[ioff: ioff + p.NT], np.s_[:]
+        block = proc[p.NT * 32: 2 * p.NT * 32].reshape(p.NT, 32, order="F")
+    expected = round_like_matlab_int16((datr @ wrot).astype(np.float32))
+    assert np.abs(block[sl].astype(int) - expected[sl]).max() <= 1
+    assert np.abs(block[sl]).max() > 100  # whitened spikes, not an empty file
 
 
 def test_whitened_noise_is_decorrelated(tmp_path, rng):

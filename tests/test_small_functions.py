@@ -415,3 +415,17 @@ def test_file_sha256_reads_the_whole_file_past_its_block_size(tmp_path):
     assert file_sha256(path) == hashlib.sha256(data).hexdigest()
     path.write_bytes(data[:-1] + (b"\x00" if data[-1] else b"\x01"))  # the last byte only
     assert file_sha256(path) != hashlib.sha256(data).hexdigest()
+
+
+# ------------------------------------------------------------------ proc file batches
+@pytest.mark.parametrize("layout", ["F", "C"])
+@pytest.mark.parametrize("scaleproc", [200.0, 3.7])
+def test_unscaled_batch_equals_numpy_float32_division(rng, layout, scaleproc):
+    from pykilosort.procfile import unscaled
+
+    block = np.asarray(rng.integers(-32768, 32768, (1031, 37)), np.int16, order=layout)
+    block[0, :2] = [-32768, 32767]
+    got = unscaled(block, scaleproc)
+    assert got.dtype == np.float32 and got.flags.f_contiguous
+    ref = block.astype(np.float32) / np.float32(scaleproc)
+    np.testing.assert_array_equal(got.view(np.int32), ref.view(np.int32))

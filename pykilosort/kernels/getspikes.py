@@ -221,9 +221,9 @@ def _scores_twin(data, W, iC, n_sum, n_conv, chunk, cmap):
                     size = np.float32(1 + j)
                     for u in range(m):
                         acc[u] += p[u]
-                        score = acc[u] * acc[u] / size
-                        if score > best[u]:
-                            best[u] = score
+                        # fmax vectorises where an if or a select does not (7x here); scores
+                        # are never -0 and a NaN one loses either way, so it keeps the same best
+                        best[u] = np.fmax(best[u], acc[u] * acc[u] / size)
             cmap[t0:t0 + m, c] = best[:m]
 
 

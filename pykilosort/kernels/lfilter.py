@@ -70,29 +70,60 @@ def _run(x, b, a, passes, out):
     return out
 
 
+# The CPU twin filters _LANES channels at once: their samples are copied, _SPAN at a time, into
+# a (time, lane) buffer, so that the recurrence's inner loops run over lanes and vectorise (3x
+# faster than one channel at a time at 384 channels). Each channel's arithmetic is unchanged.
+_LANES, _SPAN = 32, 128
+
+
 @numba.njit(cache=True, nogil=True)
-def _pass(x, y, c, b, a, reverse):
-    """One filter pass over column c of x into column c of y (may be the same array)."""
+def _pass_lanes(x, y, c0, n_lanes, b, a, reverse, buf, z, xv, yv):
+    """One filter pass over columns c0 .. c0+n_lanes-1 of x into y (may be the same array).
+    buf (_SPAN * _LANES,), z (order * _LANES,), xv and yv (_LANES,): float32 scratch."""
     n_time = x.shape[0]
     order = b.size - 1
-    z = np.zeros(order + 1, np.float32)
-    for i in range(n_time):
-        t = n_time - 1 - i if reverse else i
-        xi = x[t, c]
-        yi = z[0] + b[0] * xi
-        for k in range(order - 1):
-            z[k] = z[k + 1] - a[k + 1] * yi + b[k + 1] * xi
-        if order > 0:
-            z[order - 1] = b[order] * xi - a[order] * yi
-        y[t, c] = yi
+    z[:] = 0
+    for s0 in range(0, n_time, _SPAN):
+        m = min(_SPAN, n_time - s0)
+        for j in range(n_lanes):  # gather
+            col = x[:, c0 + j]
+            for i in range(m):
+                buf[i * _LANES + j] = col[n_time - 1 - (s0 + i) if reverse else s0 + i]
+        for i in range(m):
+            row = buf[i * _LANES: (i + 1) * _LANES]
+            for j in range(_LANES):
+                xv[j] = row[j]
+                yv[j] = z[j] + b[0] * row[j]
+            for k in range(order - 1):
+                zk, zk1 = z[k * _LANES: (k + 1) * _LANES], z[(k + 1) * _LANES: (k + 2) * _LANES]
+                bk, ak = b[k + 1], a[k + 1]
+                for j in range(_LANES):
+                    zk[j] = zk1[j] - ak * yv[j] + bk * xv[j]
+            if order > 0:
+                zl = z[(order - 1) * _LANES: order * _LANES]
+                bo, ao = b[order], a[order]
+                for j in range(_LANES):
+                    zl[j] = bo * xv[j] - ao * yv[j]
+            for j in range(_LANES):
+                row[j] = yv[j]
+        for j in range(n_lanes):  # scatter
+            col = y[:, c0 + j]
+            for i in range(m):
+                col[n_time - 1 - (s0 + i) if reverse else s0 + i] = buf[i * _LANES + j]
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _lfilter_twin(x, b, a, passes, y):
-    for c in numba.prange(x.shape[1]):
-        _pass(x, y, c, b, a, passes == -1)
-        if passes == 2:  # while the column is still in cache
-            _pass(y, y, c, b, a, True)
+    n_chan = x.shape[1]
+    for blk in numba.prange((n_chan + _LANES - 1) // _LANES):
+        c0 = blk * _LANES
+        n_lanes = min(_LANES, n_chan - c0)
+        buf = np.zeros(_SPAN * _LANES, np.float32)  # lanes beyond n_lanes filter zeros
+        z = np.zeros(max(b.size - 1, 1) * _LANES, np.float32)
+        xv, yv = np.zeros(_LANES, np.float32), np.zeros(_LANES, np.float32)
+        _pass_lanes(x, y, c0, n_lanes, b, a, passes == -1, buf, z, xv, yv)
+        if passes == 2:  # while the columns are still in cache
+            _pass_lanes(y, y, c0, n_lanes, b, a, True, buf, z, xv, yv)
 
 
 @register("lfilter", "cpu")

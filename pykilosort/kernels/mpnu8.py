@@ -585,16 +585,27 @@ def _refilter_templates(cur, UT, WT, nbrs, UtUT, st, ids, dprod, conv, items):
 
 
 @numba.njit(cache=True, nogil=True)
-def _round_toward_zero(acc, out, items):
-    """out = float32(acc) rounded toward zero (convToSingle's __double2float_rz)."""
-    zero = np.float32(0.0)
+def _copy_rows(src, dst, items):
+    """dst[c] = src[c] (cast to dst's dtype) for the rows c in items."""
     for c in items:
-        for t in range(acc.shape[1]):
-            d = acc[c, t]
+        d, s = dst[c], src[c]
+        for t in range(s.size):
+            d[t] = s[t]
+
+
+@numba.njit(cache=True, nogil=True)
+def _round_toward_zero(acc, out, items):
+    """out = float32(acc) rounded toward zero (convToSingle's __double2float_rz).
+
+    Where rounding to nearest went away from zero, the next float towards zero is the bit
+    pattern minus one (floats are sign and magnitude; inf -> FLT_MAX). Branch-free, so the loop
+    vectorises: 9x faster than a branch that goes either way half the time."""
+    for c in items:
+        a, o = acc[c], out[c].view(np.int32)
+        for t in range(a.size):
+            d = a[t]
             x = np.float32(d)
-            if abs(np.float64(x)) > abs(d):
-                x = np.nextafter(x, zero)
-            out[c, t] = x
+            o[t] = x.view(np.int32) - np.int32(abs(np.float64(x)) > abs(d))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -662,8 +673,13 @@ class _CpuState:
         self.UtUT = np.ascontiguousarray(p.UtU.T)
         self.iListT = np.ascontiguousarray(p.iList.T) if p.iList is not None else None
         self.lam, self.mu = np.float32(p.lam), p.mu
-        self.cur = np.array(p.data.T, order="C")  # a copy: the caller's data stays intact
-        self.acc = self.cur.astype(np.float64) if p.stable_mode else None
+        # copies (the caller's data stays intact), made on numba's threads: most of their time
+        # is the first touch of fresh pages (0.1 s a batch at 384 channels on one thread)
+        self.cur = np.empty((nchan, NT), np.float32)
+        _in_parallel(_copy_rows, nchan, p.data.T, self.cur)
+        self.acc = np.empty((nchan, NT), np.float64) if p.stable_mode else None
+        if self.acc is not None:
+            _in_parallel(_copy_rows, nchan, self.cur, self.acc)
         self.dprod = np.zeros((nfilt, nrank, NT), np.float32)
         self.conv = np.zeros((nfilt, NT), np.float32)
         self.err = np.zeros(NT, np.float32)

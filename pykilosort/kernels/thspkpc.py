@@ -18,6 +18,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from .getspikes import _correlate_into
 from .registry import cuda_module, dispatch, register
 
 from ..errors import SpikeCapacityError
@@ -28,6 +29,7 @@ __all__ = ["threshold_spike_pcs", "ThresholdSpikes", "covered_samples", "SpikeCa
 DEFAULT_MAX_SPIKES = 100_000  # the original's maxFR
 LEGACY_CHUNK = 1024           # the original's threads per block: it convolves whole chunks only
 _TILE = 2048                  # samples per parallel work item of the CPU twin (performance only)
+_SUB = 256                    # samples per block of the twin's projections (performance only)
 _THREADS = 256                # CUDA threads per block (performance only)
 _NT0_MAX, _NRANK_MAX = 81, 3  # shared-memory defaults of cuda/thspkpc.cu
 
@@ -133,49 +135,51 @@ def _project_norm(x, WT, t0, n, out):
     """out[u] = |W' x[t0+u : t0+u+nt0]| for u < n, float32, every sum in index order (as the
     CUDA kernel). ``out`` must hold zeros; it accumulates the squared projections.
 
-    Vectorised over u: slices (rather than x[t0+u+i]) let LLVM drop the negative-index checks,
-    and four taps per pass over y (added one after another, so the order is unchanged) cut the
-    loads and stores of y fourfold."""
-    nrank, nt0 = WT.shape
-    y = np.empty(n, np.float32)
-    for k in range(nrank):
-        y[:] = 0
-        i = 0
-        while i + 4 <= nt0:
-            w0, w1, w2, w3 = WT[k, i], WT[k, i + 1], WT[k, i + 2], WT[k, i + 3]
-            x0 = x[t0 + i: t0 + i + n]
-            x1 = x[t0 + i + 1: t0 + i + 1 + n]
-            x2 = x[t0 + i + 2: t0 + i + 2 + n]
-            x3 = x[t0 + i + 3: t0 + i + 3 + n]
-            for u in range(n):
-                y[u] = (((y[u] + w0 * x0[u]) + w1 * x1[u]) + w2 * x2[u]) + w3 * x3[u]
-            i += 4
-        for i in range(i, nt0):
-            w = WT[k, i]
-            xs = x[t0 + i: t0 + i + n]
-            for u in range(n):
-                y[u] += w * xs[u]
-        for u in range(n):
-            out[u] += y[u] * y[u]
-    for u in range(n):
-        out[u] = np.sqrt(out[u])
+    Vectorised over u (getspikes' ``_correlate_into``), ``_SUB`` outputs at a time so that the
+    projection and the slices of x it reads stay in L1."""
+    nrank = WT.shape[0]
+    y = np.empty(_SUB, np.float32)
+    for s0 in range(0, n, _SUB):
+        m = min(_SUB, n - s0)
+        o = out[s0:s0 + m]
+        for k in range(nrank):
+            y[:] = 0
+            _correlate_into(y, x, WT[k], t0 + s0, m)
+            for u in range(m):
+                o[u] += y[u] * y[u]
+        for u in range(m):
+            o[u] = np.sqrt(o[u])
 
 
 @numba.njit(cache=True, nogil=True)
 def _window_max(conv, nt0, th, out):
     """out[u] = max(0, conv[u : u+nt0]) if that exceeds th, else 0 (NaNs never win).
 
-    The running maximum lives in a fresh array (which LLVM knows aliases nothing) and is
-    updated with a select, so the loop over u vectorises."""
+    Van Herk / Gil-Werman: cut conv into blocks of nt0; every window spans the end of one block
+    and the start of the next, so its maximum is the larger of a suffix maximum and a prefix
+    maximum. Three selects per sample instead of nt0; a maximum does not depend on the order
+    it is taken in, so the values are those of the direct loop."""
     m = out.size
-    y = np.zeros(m, np.float32)
-    for i in range(nt0):
-        cs = conv[i: i + m]
-        for u in range(m):
-            v = cs[u]
-            y[u] = v if v > y[u] else y[u]
+    n = m + nt0 - 1
+    pre = np.empty(n, np.float32)
+    suf = np.empty(n, np.float32)
+    zero = np.float32(0)
+    for b0 in range(0, n, nt0):
+        b1 = min(b0 + nt0, n)
+        a = zero
+        for i in range(b0, b1):
+            v = conv[i]
+            a = v if v > a else a
+            pre[i] = a
+        a = zero
+        for i in range(b1 - 1, b0 - 1, -1):
+            v = conv[i]
+            a = v if v > a else a
+            suf[i] = a
     for u in range(m):
-        out[u] = y[u] if y[u] > th else np.float32(0)
+        p, q = suf[u], pre[u + nt0 - 1]
+        y = q if q > p else p
+        out[u] = y if y > th else zero
 
 
 @numba.njit(cache=True, nogil=True)
