@@ -146,13 +146,14 @@ def standalone_detector(*, read, setup: DetectorSetup, wtemp: np.ndarray, yc: np
     start, trough at + nt0min), depth (um), amplitude (integer), kk (the best footprint and
     prototype, r + 6 k), batch (0-based), centre, group; and capped (batches that hit ``max_spikes``, with their counts)."""
     from .kernels import detect_generic_spikes
+    from .procfile import unscaled
 
     dev = {k: put(v) for k, v in dict(iC=setup.iC, dist=setup.dist, v2=setup.v2, iC2=setup.iC2,
                                        dist2=setup.dist2).items()}
     templates = put(np.asarray(wtemp, np.float32))
     parts, capped = [], {}
     for k in progress(range(n_batches), desc="drift: detect spikes", total=n_batches):
-        data = put(np.asarray(read(NT * k, NT + ntbuff), np.float32) / np.float32(scaleproc))
+        data = put(unscaled(read(NT * k, NT + ntbuff), scaleproc))
         res = detect_generic_spikes(data, templates=templates, nt0min=nt0min, spk_th=spk_th,
                                     sig=_SIG, max_spikes=max_spikes, keep_scores=False, **dev)
         # only the spikes are needed: dout / kkmax ((NT, NchanUp), hundreds of MB per batch) are

@@ -284,7 +284,7 @@ class SparseColumns(NamedTuple):
 
 def sparse_whitening(wrot: np.ndarray) -> SparseColumns | None:
     """The non-zero weights of ``wrot`` (Nchan, Nchan) if every column has at most
-    Nchan / 8 of them (local whitening, whiteningRange = 32, on more than 256 channels), else
+    Nchan / 8 of them (local whitening, whiteningRange = 32, on 256 channels or more), else
     None: then a BLAS product is faster than :func:`whiten_sparse`."""
     w = np.asarray(wrot, np.float32)
     nz = w != 0

@@ -29,7 +29,6 @@ __all__ = ["threshold_spike_pcs", "ThresholdSpikes", "covered_samples", "SpikeCa
 DEFAULT_MAX_SPIKES = 100_000  # the original's maxFR
 LEGACY_CHUNK = 1024           # the original's threads per block: it convolves whole chunks only
 _TILE = 2048                  # samples per parallel work item of the CPU twin (performance only)
-_SUB = 256                    # samples per block of the twin's projections (performance only)
 _THREADS = 256                # CUDA threads per block (performance only)
 _NT0_MAX, _NRANK_MAX = 81, 3  # shared-memory defaults of cuda/thspkpc.cu
 
@@ -135,20 +134,15 @@ def _project_norm(x, WT, t0, n, out):
     """out[u] = |W' x[t0+u : t0+u+nt0]| for u < n, float32, every sum in index order (as the
     CUDA kernel). ``out`` must hold zeros; it accumulates the squared projections.
 
-    Vectorised over u (getspikes' ``_correlate_into``), ``_SUB`` outputs at a time so that the
-    projection and the slices of x it reads stay in L1."""
-    nrank = WT.shape[0]
-    y = np.empty(_SUB, np.float32)
-    for s0 in range(0, n, _SUB):
-        m = min(_SUB, n - s0)
-        o = out[s0:s0 + m]
-        for k in range(nrank):
-            y[:] = 0
-            _correlate_into(y, x, WT[k], t0 + s0, m)
-            for u in range(m):
-                o[u] += y[u] * y[u]
-        for u in range(m):
-            o[u] = np.sqrt(o[u])
+    Vectorised over u by getspikes' ``_correlate_into`` (the same sums in the same order)."""
+    y = np.empty(n, np.float32)
+    for k in range(WT.shape[0]):
+        y[:] = 0
+        _correlate_into(y, x, WT[k], t0, n)
+        for u in range(n):
+            out[u] += y[u] * y[u]
+    for u in range(n):
+        out[u] = np.sqrt(out[u])
 
 
 @numba.njit(cache=True, nogil=True)
