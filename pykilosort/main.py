@@ -15,6 +15,7 @@ from .backend import get_backend, set_num_threads
 from .context import Context, make_writable_dir, same_recording
 from .drift import datashift_step
 from .errors import ContextError, ParameterError, ProbeError
+from .heap import reuse_freed_memory
 from .io import RawData, expand_raw_paths, find_meta, read_spikeglx_meta
 from .learn import learn_step
 from .logs import file_handler, log_environment, peak_rss_mib, reset_peak_rss
@@ -136,7 +137,9 @@ def run(dat_path, probe=None, dir_path=None, output_dir=None, device="auto", sto
         # OpenBLAS's float32 results depend on its thread count (seen on AMD EPYC: amplitudes
         # 2e-6 apart between a worker with OPENBLAS_NUM_THREADS=1 and a plain run), so a sort
         # uses it on one thread wherever it runs; numba's loops do the parallel work
-        with threadpool_limits(limits=1, user_api="blas"):
+        with threadpool_limits(limits=1, user_api="blas"), reuse_freed_memory() as reuse:
+            logger.info("freed memory kept for the next batches (glibc heap): %s%s", reuse,
+                        "" if reuse else " (not glibc, or PYKILOSORT_MALLOC_REUSE=0)")
             steps = pipeline_steps(params)
             run_steps(ctx, steps, stop_after=None if stop_after == EXPORT else stop_after)
             _figures(ctx, output_dir)

@@ -17,6 +17,7 @@ from typing import Callable, Mapping
 from . import __version__
 from .context import Context
 from .errors import ParameterError
+from .heap import release_free_memory
 from .logs import peak_rss_mib, reset_peak_rss
 from .params import _jsonable, params_reading
 
@@ -97,7 +98,9 @@ def load_checkpoints(ctx: Context, steps: list[Step]) -> tuple[list[str], list[s
 def _compute(ctx: Context, step: Step, key: str) -> None:
     logger.info("step %-14s running (key %s)", step.name, key)
     # the step's own peak, so that a run's log says which step needs the memory (Linux; elsewhere
-    # the kernel keeps one lifetime peak, and each step reports the process's peak so far)
+    # the kernel keeps one lifetime peak, and each step reports the process's peak so far); the
+    # memory the last step freed and the heap kept for its batches goes back first
+    release_free_memory()
     own = reset_peak_rss()
     t0 = time.perf_counter()
     outputs = step.func(ctx)

