@@ -9,6 +9,7 @@ benchmark can say which step lost a unit) and prints one JSON line: the sorter's
 Peers run at their defaults. Their parallelism is set to the machine's cores (SpikeInterface's
 global ``n_jobs``, mountainsort5's ``n_jobs``) because pykilosort uses every core too.
 """
+import contextlib
 import json
 import os
 import sys
@@ -28,9 +29,14 @@ def _pykilosort(meta: dict, out: Path, *, device: str, drift_correction: bool,
     from pykilosort import run
 
     params = {"drift_correction": drift_correction, **(extra or {})}
+    gpu = contextlib.nullcontext()
+    if device == "cuda":  # device memory in use, sampled (CuPy's pool keeps freed blocks)
+        from gpu_check import GpuMemoryPeak
+        gpu = GpuMemoryPeak()
     t0 = time.perf_counter()
-    ctx = run(meta["bin"], probe=meta["probe_json"], dir_path=out / "run", device=device,
-              fs=meta["fs"], **params)
+    with gpu:
+        ctx = run(meta["bin"], probe=meta["probe_json"], dir_path=out / "run", device=device,
+                  fs=meta["fs"], **params)
     wall = time.perf_counter() - t0
     manifest = ctx.read_manifest()
     steps = {}
@@ -44,7 +50,8 @@ def _pykilosort(meta: dict, out: Path, *, device: str, drift_correction: bool,
     return {"wall_s": wall, "version": pykilosort.__version__, "params": params,
             "steps_s": {k: v["wall_s"] for k, v in manifest["steps"].items()},
             # each step's own peak (VmHWM reset before it, Linux), to say which step needs memory
-            "steps_peak_rss_mib": {k: v.get("peak_rss_mib") for k, v in manifest["steps"].items()}}
+            "steps_peak_rss_mib": {k: v.get("peak_rss_mib") for k, v in manifest["steps"].items()},
+            "peak_gpu_mib": (gpu.peak - gpu.baseline) / 2**20 if device == "cuda" else None}
 
 
 def _kilosort4(meta: dict, out: Path, *, device: str) -> dict:
