@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import sys
 import threading
@@ -34,6 +35,7 @@ _lock = threading.Lock()
 _users = 0  # nested or concurrent sorts in one process: restore when the last one leaves
 
 
+@functools.cache
 def _glibc():
     """The C library if it is glibc (musl and others have no mallopt to tune), else None."""
     if not sys.platform.startswith("linux"):
@@ -58,10 +60,10 @@ def reuse_freed_memory():
     """Within the block, large blocks come from glibc's heap and freed memory stays there for
     the next batch's arrays. Yields whether the setting took effect."""
     global _users
-    libc = _glibc() if enabled() else None
-    if libc is None:
+    if not enabled():
         yield False
         return
+    libc = _glibc()
     with _lock:
         _users += 1
         if _users == 1:
@@ -79,7 +81,7 @@ def reuse_freed_memory():
 
 
 def release_free_memory() -> None:
-    """Return the heap's free memory to the system (glibc's malloc_trim; elsewhere nothing)."""
-    libc = _glibc()
-    if libc is not None:
-        libc.malloc_trim(0)
+    """Return the heap's free memory to the system (glibc's malloc_trim; elsewhere, or with
+    PYKILOSORT_MALLOC_REUSE=0, nothing)."""
+    if enabled():
+        _glibc().malloc_trim(0)

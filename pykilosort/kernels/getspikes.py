@@ -198,7 +198,8 @@ def _correlate_into(p, x, w, t0, m):
 @numba.njit(cache=True, nogil=True)
 def _correlate3_into(p, q, s, x, w, v, z, t0, m):
     """_correlate_into for three templates w, v, z at once (into p, q, s): each sum as there,
-    with one load of x serving three outputs (about 1.3x faster than three calls)."""
+    with one load of x serving three outputs (isolated, on one EPYC core: 25-27 against
+    18-22 G multiply-adds/s for three calls)."""
     nt0 = w.size
     i = 0
     while i + 4 <= nt0:
